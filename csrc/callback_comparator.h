@@ -1,0 +1,40 @@
+// A leveldb::Comparator whose ordering is a Python callable (plyvel's
+// `comparator=` option). The call goes through a function pointer supplied by
+// the Cython layer, which takes the GIL.
+#ifndef LEVELS3_CALLBACK_COMPARATOR_H_
+#define LEVELS3_CALLBACK_COMPARATOR_H_
+
+#include <string>
+
+#include "leveldb/comparator.h"
+#include "leveldb/slice.h"
+
+namespace levels3 {
+
+class CallbackComparator final : public leveldb::Comparator {
+ public:
+  using CompareFn = int (*)(void* callable, const char* a, size_t a_len, const char* b,
+                            size_t b_len);
+
+  CallbackComparator(std::string name, void* callable, CompareFn compare)
+      : name_(std::move(name)), callable_(callable), compare_(compare) {}
+
+  int Compare(const leveldb::Slice& a, const leveldb::Slice& b) const override {
+    return compare_(callable_, a.data(), a.size(), b.data(), b.size());
+  }
+  const char* Name() const override { return name_.c_str(); }
+
+  // Shortening index keys needs to know the order's structure; leaving them
+  // unchanged is always correct, only slightly larger.
+  void FindShortestSeparator(std::string*, const leveldb::Slice&) const override {}
+  void FindShortSuccessor(std::string*) const override {}
+
+ private:
+  std::string name_;
+  void* callable_;
+  CompareFn compare_;
+};
+
+}  // namespace levels3
+
+#endif  // LEVELS3_CALLBACK_COMPARATOR_H_

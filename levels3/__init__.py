@@ -1,0 +1,56 @@
+"""levels3: LevelDB for Python with its data in S3-compatible object storage.
+
+A drop-in for plyvel: ``levels3.DB("s3://bucket/prefix", create_if_missing=True)``
+behaves like ``plyvel.DB(path, create_if_missing=True)``; a plain path or
+``file:///path`` keeps the database in a local directory with the same layout.
+"""
+
+from ._native import (
+    DB,
+    Iterator,
+    PrefixedDB,
+    RawIterator,
+    Snapshot,
+    WriteBatch,
+    __leveldb_version__,
+)
+from .errors import (
+    ConfigurationError,
+    CorruptionError,
+    Error,
+    IOError,
+    IteratorInvalidError,
+    LeaseLostError,
+    LockError,
+    ObjectNotFound,
+    PreconditionFailed,
+    StoreError,
+)
+from .maintenance import destroy_db, repair_db
+from .options import S3Options
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DB",
+    "PrefixedDB",
+    "WriteBatch",
+    "Snapshot",
+    "Iterator",
+    "RawIterator",
+    "S3Options",
+    "destroy_db",
+    "repair_db",
+    "Error",
+    "IOError",
+    "CorruptionError",
+    "IteratorInvalidError",
+    "StoreError",
+    "ObjectNotFound",
+    "PreconditionFailed",
+    "ConfigurationError",
+    "LockError",
+    "LeaseLostError",
+    "__version__",
+    "__leveldb_version__",
+]

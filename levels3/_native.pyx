@@ -1,0 +1,1131 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
+"""The native bridge: C++ LevelDB on an object store, with plyvel's API.
+
+Every LevelDB call runs without the GIL (a write stall waits for the
+compaction thread, which needs the GIL for its Env callbacks). The Env
+callbacks below are the only way back into Python; each one takes the GIL,
+calls the backend, and turns any exception into a LevelDB Status.
+"""
+
+import atexit
+import logging
+import threading
+import weakref
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t
+from libc.stdio cimport fflush, fprintf, stderr
+from libc.stdlib cimport abort
+from libcpp.string cimport string
+from libcpp.vector cimport vector
+
+cimport levels3._leveldb as ldb
+from levels3._leveldb cimport Slice, Status
+
+from levels3.errors import (
+    CorruptionError,
+    Error,
+    IOError,
+    IteratorInvalidError,
+    LeaseLostError,
+    ObjectNotFound,
+)
+
+__leveldb_version__ = f"{ldb.kMajorVersion}.{ldb.kMinorVersion}"
+
+_leveldb_log = logging.getLogger("levels3.leveldb")
+
+
+# ---------------------------------------------------------------------------
+# Status and argument helpers
+# ---------------------------------------------------------------------------
+
+cdef int raise_for_status(const Status& st, object backend=None) except -1:
+    if st.ok():
+        return 0
+    message = st.ToString().decode("utf-8", "replace")
+    if backend is not None:
+        # LevelDB names the private cache directory; users know the database by its URL.
+        message = message.replace(backend.local_dir, backend.location.url)
+        if backend.lease_lost:
+            raise LeaseLostError(message)
+    if st.IsCorruption():
+        raise CorruptionError(message)
+    if st.IsIOError():
+        raise IOError(message)
+    raise Error(message)
+
+
+cdef inline Slice to_slice(object data, str what="key") except *:
+    if not isinstance(data, bytes):
+        raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
+    return Slice(PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+
+
+cdef class _Value:
+    """A value as a Slice: bytes directly, any other buffer (bytearray,
+    memoryview ...) held through the buffer protocol, as plyvel accepts."""
+    cdef Py_buffer view
+    cdef bint held
+    cdef Slice slice
+
+    cdef int set(self, object value) except -1:
+        if type(value) is bytes:
+            self.slice = Slice(PyBytes_AS_STRING(value), <size_t>PyBytes_GET_SIZE(value))
+            return 0
+        if value is None:
+            raise TypeError("value must be a bytes-like object, not None")
+        PyObject_GetBuffer(value, &self.view, PyBUF_SIMPLE)
+        self.held = True
+        self.slice = Slice(<const char*>self.view.buf, <size_t>self.view.len)
+        return 0
+
+    def __dealloc__(self):
+        if self.held:
+            PyBuffer_Release(&self.view)
+
+
+cdef inline bytes slice_to_bytes(Slice s, size_t skip=0):
+    return PyBytes_FromStringAndSize(s.data() + skip, s.size() - skip)
+
+
+cdef bytes successor(bytes prefix):
+    """The smallest key greater than every key starting with prefix (bytewise)."""
+    # (wraparound is off in this module: no negative indexes)
+    cdef bytearray b = bytearray(prefix)
+    cdef Py_ssize_t last = len(b) - 1
+    while last >= 0:
+        if b[last] != 0xFF:
+            b[last] += 1
+            return bytes(b[:last + 1])
+        last -= 1
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Env callbacks: the control path into the Python backend
+# ---------------------------------------------------------------------------
+
+cdef int _failure(object exc, string* error) noexcept:
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+        error[0] = text.encode("utf-8", "replace")
+        if isinstance(exc, (ObjectNotFound, FileNotFoundError)):
+            return ldb.kNotFound
+        if isinstance(exc, CorruptionError):
+            return ldb.kCorruption
+    except BaseException:
+        error[0] = b"levels3 backend failed"
+    return ldb.kIOError
+
+
+cdef int _cb_open_read(void* backend, const string& name, string* local_path,
+                       string* error) noexcept with gil:
+    try:
+        local_path[0] = (<object>backend).open_read(name.decode()).encode()
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(exc, error)
+
+
+cdef void _cb_release_read(void* backend, const string& name) noexcept with gil:
+    try:
+        (<object>backend).release_read(name.decode())
+    except BaseException:
+        _leveldb_log.exception("releasing %s failed", name.decode())
+
+
+cdef int _cb_create(void* backend, const string& name, string* local_path,
+                    string* error) noexcept with gil:
+    try:
+        local_path[0] = (<object>backend).create(name.decode()).encode()
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(exc, error)
+
+
+cdef int _cb_persist(void* backend, const string& name, uint64_t size, int final,
+                     string* error) noexcept with gil:
+    try:
+        (<object>backend).persist(name.decode(), size, bool(final))
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(exc, error)
+
+
+cdef int _cb_remove(void* backend, const string& name, string* error) noexcept with gil:
+    try:
+        (<object>backend).remove(name.decode())
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(exc, error)
+
+
+cdef int _cb_rename(void* backend, const string& src, const string& dst,
+                    string* error) noexcept with gil:
+    try:
+        (<object>backend).rename(src.decode(), dst.decode())
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(exc, error)
+
+
+cdef int _cb_list(void* backend, const string& directory, vector[string]* names,
+                  string* error) noexcept with gil:
+    try:
+        for name in (<object>backend).list(directory.decode()):
+            names.push_back(name.encode())
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(exc, error)
+
+
+cdef int _cb_size(void* backend, const string& name, uint64_t* size,
+                  string* error) noexcept with gil:
+    try:
+        size[0] = (<object>backend).size(name.decode())
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(exc, error)
+
+
+cdef int _cb_lock(void* backend, string* error) noexcept with gil:
+    try:
+        (<object>backend).lock()
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(exc, error)
+
+
+cdef int _cb_unlock(void* backend, string* error) noexcept with gil:
+    try:
+        (<object>backend).unlock()
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(exc, error)
+
+
+cdef void _cb_log(void* backend, const char* line, size_t length) noexcept with gil:
+    try:
+        _leveldb_log.debug("%s", line[:length].decode("utf-8", "replace"))
+    except BaseException:
+        pass
+
+
+cdef ldb.BackendCallbacks make_callbacks(object backend):
+    cdef ldb.BackendCallbacks cb
+    cb.backend = <void*>backend
+    cb.open_read = _cb_open_read
+    cb.release_read = _cb_release_read
+    cb.create = _cb_create
+    cb.persist = _cb_persist
+    cb.remove = _cb_remove
+    cb.rename = _cb_rename
+    cb.list = _cb_list
+    cb.size = _cb_size
+    cb.lock = _cb_lock
+    cb.unlock = _cb_unlock
+    cb.log = _cb_log
+    return cb
+
+
+cdef int _compare_cb(void* callable, const char* a, size_t a_len, const char* b,
+                     size_t b_len) noexcept with gil:
+    # LevelDB cannot be told that a comparison failed; carrying on with a wrong
+    # order would corrupt the database, so (like plyvel) abort loudly instead.
+    try:
+        result = (<object>callable)(a[:a_len], b[:b_len])
+        if result < 0:
+            return -1
+        return 1 if result > 0 else 0
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        fprintf(stderr, b"levels3: the custom comparator raised; aborting to protect the database\n")
+        fflush(stderr)
+        abort()
+
+
+# Open databases are closed before the interpreter finalises: afterwards a
+# LevelDB thread asking for the GIL would be killed and hang the process.
+_open_databases = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_databases():
+    for db in list(_open_databases):
+        try:
+            db.close()
+        except BaseException:
+            _leveldb_log.exception("closing %r at exit failed", db)
+    ldb.g_interpreter_exiting.store(True)
+
+
+# ---------------------------------------------------------------------------
+# The native handle: LevelDB + Env + owned C++ objects
+# ---------------------------------------------------------------------------
+
+cdef class _Handle:
+    """Owns the C++ objects behind one open database and frees them in order."""
+    cdef ldb.DB* db
+    cdef ldb.ObjectEnv* env
+    cdef ldb.Comparator* comparator
+    cdef const ldb.Comparator* order  # the one LevelDB uses (custom or bytewise)
+    cdef const ldb.FilterPolicy* filter_policy
+    cdef ldb.Cache* block_cache
+    cdef object backend
+    cdef object comparator_fn
+
+    def __cinit__(self):
+        self.order = ldb.BytewiseComparator()
+
+    cdef int configure(self, ldb.Options* opts, object backend, dict config) except -1:
+        self.backend = backend
+        self.env = new ldb.ObjectEnv(backend.local_dir.encode(), make_callbacks(backend))
+        opts.env = <ldb.Env*>self.env
+        opts.reuse_logs = False
+        opts.create_if_missing = config["create_if_missing"]
+        opts.error_if_exists = config["error_if_exists"]
+        if config["paranoid_checks"] is not None:
+            opts.paranoid_checks = config["paranoid_checks"]
+        if config["write_buffer_size"] is not None:
+            opts.write_buffer_size = config["write_buffer_size"]
+        if config["max_open_files"] is not None:
+            opts.max_open_files = config["max_open_files"]
+        if config["lru_cache_size"] is not None:
+            self.block_cache = ldb.NewLRUCache(config["lru_cache_size"])
+            opts.block_cache = self.block_cache
+        if config["block_size"] is not None:
+            opts.block_size = config["block_size"]
+        if config["block_restart_interval"] is not None:
+            opts.block_restart_interval = config["block_restart_interval"]
+        if config["max_file_size"] is not None:
+            opts.max_file_size = config["max_file_size"]
+        compression = config["compression"]
+        if compression is None:
+            opts.compression = ldb.kNoCompression
+        elif compression == "snappy":
+            opts.compression = ldb.kSnappyCompression
+        else:
+            raise ValueError(f"compression must be 'snappy' or None, not {compression!r}")
+        if config["bloom_filter_bits"]:
+            self.filter_policy = ldb.NewBloomFilterPolicy(config["bloom_filter_bits"])
+            opts.filter_policy = self.filter_policy
+        if config["comparator"] is not None:
+            name = config["comparator_name"]
+            self.comparator_fn = config["comparator"]
+            self.comparator = <ldb.Comparator*>new ldb.CallbackComparator(
+                name, <void*>self.comparator_fn, _compare_cb)
+            self.order = self.comparator
+            opts.comparator = self.comparator
+        return 0
+
+    cdef void free(self) noexcept nogil:
+        if self.db != NULL:
+            del self.db
+            self.db = NULL
+        if self.env != NULL:
+            del self.env
+            self.env = NULL
+        if self.comparator != NULL:
+            del self.comparator
+            self.comparator = NULL
+        if self.filter_policy != NULL:
+            del self.filter_policy
+            self.filter_policy = NULL
+        if self.block_cache != NULL:
+            del self.block_cache
+            self.block_cache = NULL
+
+    def __dealloc__(self):
+        with nogil:
+            self.free()
+
+
+def _check_config(dict config):
+    for name in ("write_buffer_size", "max_open_files", "lru_cache_size", "block_size",
+                 "block_restart_interval", "max_file_size"):
+        value = config[name]
+        if value is not None and (type(value) is bool or not isinstance(value, int) or value <= 0):
+            raise TypeError(f"{name} must be a positive int or None, not {value!r}")
+    bits = config["bloom_filter_bits"]
+    if type(bits) is bool or not isinstance(bits, int) or bits < 0:
+        raise TypeError(f"bloom_filter_bits must be an int >= 0, not {bits!r}")
+    comparator = config["comparator"]
+    if comparator is not None:
+        if not callable(comparator):
+            raise TypeError("comparator must be callable")
+        name = config["comparator_name"]
+        if not isinstance(name, bytes) or not name:
+            raise TypeError("comparator_name must be given as non-empty bytes with comparator")
+    elif config["comparator_name"] is not None:
+        raise TypeError("comparator_name given without comparator")
+
+
+cdef _Handle open_handle(object backend, dict config):
+    """DB::Open on the backend's cache directory; raises on failure."""
+    cdef _Handle handle = _Handle()
+    cdef ldb.Options opts
+    cdef Status st
+    cdef string path = backend.local_dir.encode()
+    handle.configure(&opts, backend, config)
+    with nogil:
+        st = ldb.DB_Open(opts, path, &handle.db)
+    if not st.ok():
+        with nogil:
+            handle.free()
+        raise_for_status(st, backend)
+    return handle
+
+
+def _run_destroy(object backend, dict config):
+    """leveldb::DestroyDB through the backend's Env."""
+    _check_config(config)
+    cdef _Handle handle = _Handle()
+    cdef ldb.Options opts
+    cdef Status st
+    cdef string path = backend.local_dir.encode()
+    handle.configure(&opts, backend, config)
+    with nogil:
+        st = ldb.DestroyDB(path, opts)
+        handle.free()
+    raise_for_status(st, backend)
+
+
+def _run_repair(object backend, dict config):
+    """leveldb::RepairDB through the backend's Env."""
+    _check_config(config)
+    cdef _Handle handle = _Handle()
+    cdef ldb.Options opts
+    cdef Status st
+    cdef string path = backend.local_dir.encode()
+    handle.configure(&opts, backend, config)
+    with nogil:
+        st = ldb.RepairDB(path, opts)
+        handle.free()
+    raise_for_status(st, backend)
+
+
+# ---------------------------------------------------------------------------
+# DB
+# ---------------------------------------------------------------------------
+
+cdef class DB:
+    """A LevelDB database stored in an object store (drop-in for plyvel.DB).
+
+    Use :func:`levels3.DB` to open one; this class is its native core.
+    """
+    cdef _Handle _h
+    cdef readonly object _backend
+    cdef readonly object name
+    cdef object _children  # open iterators and snapshots, closed before the DB
+    cdef object _close_lock
+    cdef object __weakref__
+
+    def __init__(self, name, *, create_if_missing=False, error_if_exists=False,
+                 paranoid_checks=None, write_buffer_size=None, max_open_files=None,
+                 lru_cache_size=None, block_size=None, block_restart_interval=None,
+                 max_file_size=None, compression="snappy", bloom_filter_bits=0,
+                 comparator=None, comparator_name=None, options=None, **store_options):
+        if self._h is not None:
+            raise RuntimeError("DB.__init__ called twice")
+        config = dict(
+            create_if_missing=bool(create_if_missing), error_if_exists=bool(error_if_exists),
+            paranoid_checks=paranoid_checks, write_buffer_size=write_buffer_size,
+            max_open_files=max_open_files, lru_cache_size=lru_cache_size, block_size=block_size,
+            block_restart_interval=block_restart_interval, max_file_size=max_file_size,
+            compression=compression, bloom_filter_bits=bloom_filter_bits, comparator=comparator,
+            comparator_name=comparator_name)
+        _check_config(config)
+        from levels3.engine.backend import Backend
+        self._children = weakref.WeakSet()
+        self._close_lock = threading.Lock()
+        backend = Backend.open(name, options, store_options, create_if_missing=bool(create_if_missing))
+        try:
+            self._h = open_handle(backend, config)
+        except BaseException:
+            try:
+                backend.close()
+            except BaseException:
+                _leveldb_log.exception("cleaning up after a failed open")
+            raise
+        self._backend = backend
+        self.name = name  # as given, like plyvel (the store URL is in repr and messages)
+        _open_databases.add(self)
+
+    cdef inline int _check_open(self) except -1:
+        if self._h is None or self._h.db == NULL:
+            raise RuntimeError("Database is closed")
+        return 0
+
+    # -- hot path --------------------------------------------------------
+
+    def get(self, key, default=None, *, verify_checksums=False, fill_cache=True):
+        """Value stored under key, or default."""
+        cdef ldb.ReadOptions ro
+        cdef string value
+        cdef Status st
+        cdef Slice k = to_slice(key)
+        self._check_open()
+        ro.verify_checksums = verify_checksums
+        ro.fill_cache = fill_cache
+        with nogil:
+            st = self._h.db.Get(ro, k, &value)
+        if st.IsNotFound():
+            return default
+        raise_for_status(st, self._backend)
+        return PyBytes_FromStringAndSize(value.data(), value.size())
+
+    def put(self, key, value, *, sync=False):
+        """Store value under key; with sync=True it is in the store on return."""
+        cdef ldb.WriteOptions wo
+        cdef Status st
+        cdef Slice k = to_slice(key)
+        cdef Slice v
+        cdef _Value holder
+        if type(value) is bytes:
+            v = Slice(PyBytes_AS_STRING(value), <size_t>PyBytes_GET_SIZE(value))
+        else:
+            holder = _Value()
+            holder.set(value)
+            v = holder.slice
+        self._check_open()
+        wo.sync = sync
+        with nogil:
+            st = self._h.db.Put(wo, k, v)
+        raise_for_status(st, self._backend)
+
+    def delete(self, key, *, sync=False):
+        """Remove key (no error if it is absent)."""
+        cdef ldb.WriteOptions wo
+        cdef Status st
+        cdef Slice k = to_slice(key)
+        self._check_open()
+        wo.sync = sync
+        with nogil:
+            st = self._h.db.Delete(wo, k)
+        raise_for_status(st, self._backend)
+
+    # -- the rest of the API ----------------------------------------------
+
+    def write_batch(self, *, transaction=False, sync=False):
+        """A WriteBatch; as a context manager it writes on exit."""
+        self._check_open()
+        return WriteBatch._new(self, b"", transaction, sync)
+
+    def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
+                 include_stop=False, prefix=None, include_key=True, include_value=True,
+                 verify_checksums=False, fill_cache=True):
+        """An iterator over a key range (plyvel semantics)."""
+        self._check_open()
+        return Iterator._new(self, None, b"", reverse, start, stop, include_start, include_stop,
+                             prefix, include_key, include_value, verify_checksums, fill_cache)
+
+    def raw_iterator(self, *, verify_checksums=False, fill_cache=True):
+        """A thin wrapper around leveldb::Iterator."""
+        self._check_open()
+        return RawIterator._new(self, None, verify_checksums, fill_cache)
+
+    def __iter__(self):
+        return self.iterator()
+
+    def snapshot(self):
+        """A consistent read-only view of the database at this moment."""
+        self._check_open()
+        return Snapshot._new(self, b"")
+
+    def prefixed_db(self, bytes prefix not None):
+        """A view of the keys starting with prefix, with the prefix stripped.
+
+        Like plyvel, this works on a closed database too; using the view then
+        raises RuntimeError.
+        """
+        return PrefixedDB._new(self, prefix)
+
+    def get_property(self, name):
+        """A LevelDB property such as b'leveldb.stats', or None."""
+        self._check_open()
+        cdef Slice n = to_slice(name, "property name")
+        cdef string value
+        cdef bint found
+        with nogil:
+            found = self._h.db.GetProperty(n, &value)
+        if not found:
+            return None
+        return PyBytes_FromStringAndSize(value.data(), value.size())
+
+    def compact_range(self, *, start=None, stop=None):
+        """Compact the key range [start, stop] (None: unbounded)."""
+        self._check_open()
+        cdef Slice s, e
+        cdef Slice* sp = NULL
+        cdef Slice* ep = NULL
+        if start is not None:
+            s = to_slice(start)
+            sp = &s
+        if stop is not None:
+            e = to_slice(stop)
+            ep = &e
+        with nogil:
+            self._h.db.CompactRange(sp, ep)
+        if self._backend.lease_lost:
+            raise LeaseLostError("the lease on the database was lost during compaction")
+
+    def approximate_size(self, start, stop):
+        """Approximate bytes on disk for the key range [start, stop)."""
+        return self.approximate_sizes((start, stop))[0]
+
+    def approximate_sizes(self, *ranges):
+        """Approximate bytes on disk for each (start, stop) range."""
+        self._check_open()
+        cdef vector[ldb.Range] cranges
+        cdef vector[uint64_t] sizes
+        keep = []
+        for start, stop in ranges:
+            to_slice(start)
+            to_slice(stop)
+            keep.append((start, stop))
+        cdef int n = len(keep)
+        if n == 0:
+            return []
+        sizes.resize(n)
+        for start, stop in keep:
+            cranges.push_back(ldb.Range(to_slice(start), to_slice(stop)))
+        with nogil:
+            self._h.db.GetApproximateSizes(cranges.data(), n, sizes.data())
+        return [sizes[i] for i in range(n)]
+
+    def stats(self):
+        """Request counters, bytes moved and cache state (see README)."""
+        return self._backend.stats()
+
+    @property
+    def closed(self):
+        return self._h is None or self._h.db == NULL
+
+    def close(self):
+        """Close the database: upload what is left, release the lock, drop the cache."""
+        cdef _Handle handle
+        with self._close_lock:
+            if self._h is None:
+                return
+            for child in list(self._children):
+                child.close()
+            handle = self._h
+            self._h = None
+            _open_databases.discard(self)
+            with nogil:
+                handle.free()  # the WAL and MANIFEST upload their tails here
+            self._backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self.closed else "open"
+        url = self._backend.location.url if self._backend is not None else self.name
+        return f"<levels3.DB {url!r} ({state})>"
+
+    def __dealloc__(self):
+        if self._h is not None and self._backend is not None:
+            try:
+                self.close()
+            except BaseException:
+                pass
+
+
+
+# ---------------------------------------------------------------------------
+# Write batches
+# ---------------------------------------------------------------------------
+
+cdef class WriteBatch:
+    """Puts and deletes applied atomically by write() (plyvel.WriteBatch)."""
+    cdef DB _db
+    cdef ldb.WriteBatch _batch
+    cdef bytes _prefix
+    cdef bint _transaction
+    cdef bint _sync
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use db.write_batch()")
+
+    @staticmethod
+    cdef WriteBatch _new(DB db, bytes prefix, bint transaction, bint sync):
+        cdef WriteBatch self = WriteBatch.__new__(WriteBatch)
+        self._db = db
+        self._prefix = prefix
+        self._transaction = transaction
+        self._sync = sync
+        return self
+
+    def put(self, key, value):
+        cdef Slice k
+        cdef Slice v = to_slice(value, "value")
+        if self._prefix:
+            key = self._prefix + key if isinstance(key, bytes) else key
+        k = to_slice(key)
+        self._batch.Put(k, v)
+
+    def delete(self, key):
+        if self._prefix:
+            key = self._prefix + key if isinstance(key, bytes) else key
+        self._batch.Delete(to_slice(key))
+
+    def clear(self):
+        self._batch.Clear()
+
+    def append(self, WriteBatch source not None):
+        """Add every operation of another batch to this one."""
+        self._batch.Append(source._batch)
+
+    def approximate_size(self):
+        return self._batch.ApproximateSize()
+
+    def write(self):
+        """Apply the batch atomically; it stays filled (as in plyvel)."""
+        self._db._check_open()
+        cdef ldb.WriteOptions wo
+        cdef Status st
+        wo.sync = self._sync
+        with nogil:
+            st = self._db._h.db.Write(wo, &self._batch)
+        raise_for_status(st, self._db._backend)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._transaction and exc_type is not None:
+            return  # a transaction that raised writes nothing
+        self.write()
+
+
+# ---------------------------------------------------------------------------
+# Snapshots and prefixed views
+# ---------------------------------------------------------------------------
+
+cdef class Snapshot:
+    """A consistent read-only view (plyvel.Snapshot)."""
+    cdef DB _db
+    cdef const ldb.Snapshot* _snap
+    cdef bytes _prefix
+    cdef object __weakref__
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use db.snapshot()")
+
+    @staticmethod
+    cdef Snapshot _new(DB db, bytes prefix):
+        cdef Snapshot self = Snapshot.__new__(Snapshot)
+        self._db = db
+        self._prefix = prefix
+        self._snap = db._h.db.GetSnapshot()
+        db._children.add(self)
+        return self
+
+    cdef inline int _check(self) except -1:
+        if self._snap == NULL:
+            raise RuntimeError("Snapshot is closed")
+        self._db._check_open()
+        return 0
+
+    def get(self, key, default=None, *, verify_checksums=False, fill_cache=True):
+        self._check()
+        cdef ldb.ReadOptions ro
+        cdef string value
+        cdef Status st
+        if self._prefix:
+            key = self._prefix + key if isinstance(key, bytes) else key
+        cdef Slice k = to_slice(key)
+        ro.verify_checksums = verify_checksums
+        ro.fill_cache = fill_cache
+        ro.snapshot = self._snap
+        with nogil:
+            st = self._db._h.db.Get(ro, k, &value)
+        if st.IsNotFound():
+            return default
+        raise_for_status(st, self._db._backend)
+        return PyBytes_FromStringAndSize(value.data(), value.size())
+
+    def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
+                 include_stop=False, prefix=None, include_key=True, include_value=True,
+                 verify_checksums=False, fill_cache=True):
+        self._check()
+        return Iterator._new(self._db, self, self._prefix, reverse, start, stop, include_start,
+                             include_stop, prefix, include_key, include_value,
+                             verify_checksums, fill_cache)
+
+    def raw_iterator(self, *, verify_checksums=False, fill_cache=True):
+        """A raw iterator over the whole database as of this snapshot."""
+        self._check()
+        return RawIterator._new(self._db, self, verify_checksums, fill_cache)
+
+    def close(self):
+        if self._snap != NULL and self._db._h is not None and self._db._h.db != NULL:
+            self._db._h.db.ReleaseSnapshot(self._snap)
+        self._snap = NULL
+
+    release = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __dealloc__(self):
+        if self._snap != NULL and self._db is not None and self._db._h is not None \
+                and self._db._h.db != NULL:
+            self._db._h.db.ReleaseSnapshot(self._snap)
+
+
+cdef class PrefixedDB:
+    """The keys of `db` that start with `prefix`, with the prefix stripped."""
+    cdef readonly DB db
+    cdef readonly bytes prefix
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use db.prefixed_db(prefix)")
+
+    @staticmethod
+    cdef PrefixedDB _new(DB db, bytes prefix):
+        cdef PrefixedDB self = PrefixedDB.__new__(PrefixedDB)
+        self.db = db
+        self.prefix = prefix
+        return self
+
+    cdef bytes _key(self, key):
+        if not isinstance(key, bytes):
+            raise TypeError(f"key must be bytes, not {type(key).__name__}")
+        return self.prefix + key
+
+    def get(self, key, default=None, *, verify_checksums=False, fill_cache=True):
+        return self.db.get(self._key(key), default, verify_checksums=verify_checksums,
+                           fill_cache=fill_cache)
+
+    def put(self, key, value, *, sync=False):
+        self.db.put(self._key(key), value, sync=sync)
+
+    def delete(self, key, *, sync=False):
+        self.db.delete(self._key(key), sync=sync)
+
+    def write_batch(self, *, transaction=False, sync=False):
+        self.db._check_open()
+        return WriteBatch._new(self.db, self.prefix, transaction, sync)
+
+    def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
+                 include_stop=False, prefix=None, include_key=True, include_value=True,
+                 verify_checksums=False, fill_cache=True):
+        self.db._check_open()
+        return Iterator._new(self.db, None, self.prefix, reverse, start, stop, include_start,
+                             include_stop, prefix, include_key, include_value,
+                             verify_checksums, fill_cache)
+
+    def __iter__(self):
+        return self.iterator()
+
+    def snapshot(self):
+        self.db._check_open()
+        return Snapshot._new(self.db, self.prefix)
+
+    def prefixed_db(self, bytes prefix not None):
+        return PrefixedDB._new(self.db, self.prefix + prefix)
+
+    def __repr__(self):
+        return f"<levels3.PrefixedDB {self.prefix!r} of {self.db!r}>"
+
+
+# ---------------------------------------------------------------------------
+# Iterators
+# ---------------------------------------------------------------------------
+
+cdef class _BaseIterator:
+    cdef DB _db
+    cdef object _snapshot  # keeps a snapshot alive while iterating it
+    cdef ldb.Iterator* _it
+    cdef object __weakref__
+
+    cdef int _init(self, DB db, Snapshot snapshot, bint verify_checksums, bint fill_cache) except -1:
+        cdef ldb.ReadOptions ro
+        self._db = db
+        self._snapshot = snapshot
+        ro.verify_checksums = verify_checksums
+        ro.fill_cache = fill_cache
+        if snapshot is not None:
+            ro.snapshot = snapshot._snap
+        with nogil:
+            self._it = db._h.db.NewIterator(ro)
+        db._children.add(self)
+        return 0
+
+    cdef inline int _check(self) except -1:
+        if self._it == NULL:
+            raise RuntimeError("Iterator is closed")
+        return 0
+
+    cdef inline int _check_status(self) except -1:
+        cdef Status st = self._it.status()
+        raise_for_status(st, self._db._backend)
+        return 0
+
+    def close(self):
+        if self._it != NULL:
+            with nogil:
+                del self._it
+            self._it = NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __dealloc__(self):
+        if self._it != NULL:
+            del self._it
+            self._it = NULL
+
+
+cdef class Iterator(_BaseIterator):
+    """Python iterator over a key range, movable both ways (plyvel.Iterator).
+
+    It sits in a gap between two entries: next() returns the entry after the
+    gap and moves past it, prev() returns the entry before it and moves back.
+    On a reverse iterator the two swap roles.  The C++ iterator always points
+    at the entry just after the gap, unless `_past_end` is set.
+    """
+    cdef bytes _start
+    cdef bytes _stop
+    cdef bint _include_start
+    cdef bint _include_stop
+    cdef bint _reverse
+    cdef bint _include_key
+    cdef bint _include_value
+    cdef bint _past_end
+    cdef size_t _strip  # length of a PrefixedDB's prefix, cut from returned keys
+    cdef bytes _db_prefix
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use db.iterator()")
+
+    @staticmethod
+    cdef Iterator _new(DB db, Snapshot snapshot, bytes db_prefix, bint reverse, start, stop,
+                       bint include_start, bint include_stop, prefix, bint include_key,
+                       bint include_value, bint verify_checksums, bint fill_cache):
+        cdef Iterator self = Iterator.__new__(Iterator)
+        if not include_key and not include_value:
+            raise TypeError("'include_key' and 'include_value' cannot both be False")
+        for what, value in (("start", start), ("stop", stop), ("prefix", prefix)):
+            if value is not None and not isinstance(value, bytes):
+                raise TypeError(f"{what} must be bytes or None, not {type(value).__name__}")
+        if prefix is not None:
+            if start is not None or stop is not None:
+                raise TypeError("'prefix' cannot be used together with 'start' or 'stop'")
+            start, stop = prefix, successor(prefix)
+            include_start, include_stop = True, False
+        if db_prefix:
+            # Move the range into the prefixed key space and keep it inside it.
+            if start is None:
+                start, include_start = db_prefix, True
+            else:
+                start = db_prefix + start
+            if stop is None:
+                stop, include_stop = successor(db_prefix), False
+            else:
+                stop = db_prefix + stop
+        self._start = start
+        self._stop = stop
+        self._include_start = include_start
+        self._include_stop = include_stop
+        self._reverse = reverse
+        self._include_key = include_key
+        self._include_value = include_value
+        self._strip = len(db_prefix)
+        self._db_prefix = db_prefix
+        self._init(db, snapshot, verify_checksums, fill_cache)
+        if reverse:
+            self._past_end = True
+        else:
+            self._seek_gap_to_lower()
+        return self
+
+    cdef inline int _compare(self, Slice key, bytes bound):
+        return self._db._h.order.Compare(key, Slice(PyBytes_AS_STRING(bound),
+                                                     <size_t>PyBytes_GET_SIZE(bound)))
+
+    cdef inline bint _above_lower(self, Slice key):
+        if self._start is None:
+            return True
+        cdef int c = self._compare(key, self._start)
+        return c > 0 or (c == 0 and self._include_start)
+
+    cdef inline bint _below_upper(self, Slice key):
+        if self._stop is None:
+            return True
+        cdef int c = self._compare(key, self._stop)
+        return c < 0 or (c == 0 and self._include_stop)
+
+    cdef void _seek_gap_to_lower(self):
+        self._past_end = False
+        if self._start is None:
+            self._it.SeekToFirst()
+            return
+        self._it.Seek(to_slice(self._start))
+        if not self._include_start and self._it.Valid() and \
+                self._compare(self._it.key(), self._start) == 0:
+            self._it.Next()
+
+    cdef object _current(self):
+        cdef Slice k
+        cdef Slice v
+        if self._include_key:
+            k = self._it.key()
+            key = PyBytes_FromStringAndSize(k.data() + self._strip, k.size() - self._strip)
+            if not self._include_value:
+                return key
+        v = self._it.value()
+        value = PyBytes_FromStringAndSize(v.data(), v.size())
+        if not self._include_key:
+            return value
+        return (key, value)
+
+    cdef object _forward(self):
+        if self._past_end or not self._it.Valid() or not self._below_upper(self._it.key()):
+            self._check_status()
+            self._past_end = True
+            raise StopIteration
+        item = self._current()
+        self._it.Next()
+        return item
+
+    cdef object _backward(self):
+        if self._past_end or not self._it.Valid():
+            self._past_end = False
+            if self._stop is None:
+                self._it.SeekToLast()
+            else:
+                self._it.Seek(to_slice(self._stop))
+                if not self._it.Valid():
+                    self._it.SeekToLast()
+                elif not (self._include_stop and self._compare(self._it.key(), self._stop) == 0):
+                    self._it.Prev()
+        else:
+            self._it.Prev()
+        if not self._it.Valid() or not self._above_lower(self._it.key()):
+            self._check_status()
+            self._seek_gap_to_lower()  # nothing before the gap: back to the start
+            raise StopIteration
+        return self._current()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self._check()
+        return self._backward() if self._reverse else self._forward()
+
+    def prev(self):
+        """Move one entry against the iteration direction and return it."""
+        self._check()
+        return self._forward() if self._reverse else self._backward()
+
+    def seek_to_start(self):
+        """Rewind: the next call to next() returns the first entry of the range."""
+        self._check()
+        if self._reverse:
+            self._past_end = True
+        else:
+            self._seek_gap_to_lower()
+
+    def seek_to_stop(self):
+        """Fast-forward: the next call to next() raises StopIteration."""
+        self._check()
+        if self._reverse:
+            self._seek_gap_to_lower()
+        else:
+            self._past_end = True
+
+    def seek(self, target):
+        """Move to the gap before the first key >= target (clamped to the range).
+
+        Afterwards next() returns that key on a forward iterator, and the last
+        key < target on a reverse one.
+        """
+        self._check()
+        if not isinstance(target, bytes):
+            raise TypeError(f"target must be bytes, not {type(target).__name__}")
+        if self._db_prefix:
+            target = self._db_prefix + target
+        cdef Slice t = to_slice(target)
+        if self._start is not None and not self._above_lower(t):
+            self._seek_gap_to_lower()
+            return
+        self._past_end = False
+        self._it.Seek(t)
+        if not self._it.Valid() or not self._below_upper(self._it.key()):
+            self._past_end = True
+
+
+cdef class RawIterator(_BaseIterator):
+    """leveldb::Iterator as it is (plyvel.RawIterator)."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use db.raw_iterator()")
+
+    @staticmethod
+    cdef RawIterator _new(DB db, Snapshot snapshot, bint verify_checksums, bint fill_cache):
+        cdef RawIterator self = RawIterator.__new__(RawIterator)
+        self._init(db, snapshot, verify_checksums, fill_cache)
+        return self
+
+    cdef inline int _check_valid(self) except -1:
+        self._check()
+        if not self._it.Valid():
+            raise IteratorInvalidError("the iterator is not positioned on an entry")
+        return 0
+
+    def valid(self):
+        self._check()
+        return self._it.Valid()
+
+    def seek_to_first(self):
+        self._check()
+        self._it.SeekToFirst()
+        self._check_status()
+
+    def seek_to_last(self):
+        self._check()
+        self._it.SeekToLast()
+        self._check_status()
+
+    def seek(self, target):
+        self._check()
+        self._it.Seek(to_slice(target, "target"))
+        self._check_status()
+
+    def next(self):
+        self._check_valid()
+        self._it.Next()
+        self._check_status()
+
+    def prev(self):
+        self._check_valid()
+        self._it.Prev()
+        self._check_status()
+
+    def key(self):
+        self._check_valid()
+        return slice_to_bytes(self._it.key())
+
+    def value(self):
+        self._check_valid()
+        return slice_to_bytes(self._it.value())
+
+    def item(self):
+        self._check_valid()
+        return slice_to_bytes(self._it.key()), slice_to_bytes(self._it.value())

@@ -1,0 +1,349 @@
+"""The Python side of the Env: what each control operation does to the store.
+
+The native Env calls one method here per control operation (see
+csrc/object_env.h). The data path never comes here. Methods raise on failure;
+the bridge turns the exception into a LevelDB Status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Mapping
+
+from ..errors import ConfigurationError, IOError, ObjectNotFound, PreconditionFailed, StoreError
+from ..lock import LeaseLock
+from ..options import Location, S3Options, parse_location
+from ..stores import open_store
+from ..stores.base import ObjectStore
+from ..stores.counting import CountingStore
+from ..stores.retry import RetryingStore
+from .cache import LocalCache
+from .catalog import Catalog, FileRecord, StoredObject
+from .layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, segment_key
+
+log = logging.getLogger("levels3.backend")
+
+
+def resolve_options(options: S3Options | None, overrides: Mapping[str, Any]) -> S3Options:
+    """Merge ``options=`` and keyword store options into one S3Options."""
+    unknown = set(overrides) - S3Options.field_names()
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    if options is None:
+        return S3Options(**overrides)
+    if not isinstance(options, S3Options):
+        raise TypeError(f"options must be a levels3.S3Options, not {type(options).__name__}")
+    if not overrides:
+        return options
+    merged = {f: getattr(options, f) for f in S3Options.field_names()}
+    merged.update(overrides)
+    return S3Options(**merged)
+
+
+def build_store(location: Location, options: S3Options, *, create: bool) -> tuple[ObjectStore, CountingStore]:
+    """The layered store: retry around counting, so every attempt (what S3 bills) is counted.
+
+    Returns the outer store and the counting layer (for stats()).
+    """
+    counting = CountingStore(open_store(location, options, create=create))
+    retrying = RetryingStore(counting, max_attempts=options.retry_max_attempts, base_delay=options.retry_base_delay)
+    return retrying, counting
+
+
+class Backend:
+    """Control path of one open database: store, catalog, cache and lease."""
+
+    def __init__(self, location: Location, options: S3Options, store: ObjectStore, counters: CountingStore,
+                 cache: LocalCache, lease: LeaseLock | None) -> None:
+        self.location = location
+        self.options = options
+        self.store = store
+        self.counters = counters
+        self.cache = cache
+        self.lease = lease
+        self.catalog = Catalog()
+        self._closed = False
+        self._failures: list[str] = []  # uploads that failed where LevelDB cannot report them
+        self._lock = threading.Lock()
+
+    # -- opening and closing ---------------------------------------------------
+
+    @classmethod
+    def open(cls, name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
+             create_if_missing: bool) -> "Backend":
+        location = parse_location(name)
+        opts = resolve_options(options, overrides)
+        store, counters = build_store(location, opts, create=create_if_missing)
+        cache: LocalCache | None = None
+        lease: LeaseLock | None = None
+        try:
+            lease = LeaseLock(store, key=LOCK_KEY, lease_duration=opts.lease_duration,
+                              lease_renewal=opts.lease_renewal, lock_timeout=opts.lock_timeout)
+            lease.acquire()
+            cache = LocalCache(opts.cache_dir, opts.max_cache_bytes)
+            backend = cls(location, opts, store, counters, cache, lease)
+            backend.catalog = Catalog.load(store)
+            cache.adopt({r.name: r.fingerprint for r in backend.catalog.records()})
+            log.info("opened %s (cache %s)", location.url, cache.directory)
+            return backend
+        except BaseException:
+            if cache is not None:
+                cache.close()
+            if lease is not None:
+                lease.release()
+            store.close()
+            raise
+
+    @property
+    def local_dir(self) -> str:
+        return self.cache.directory
+
+    @property
+    def lease_lost(self) -> bool:
+        return self.lease is not None and not self.lease.valid
+
+    def close(self) -> None:
+        """After LevelDB is gone: release the lease, tidy the cache, report lost uploads."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.lease is not None:
+                self.lease.release()
+        finally:
+            self.cache.close()
+            self.store.close()
+        if self._failures:
+            raise IOError("some data written since the last sync could not be uploaded at close: "
+                          + "; ".join(self._failures))
+
+    def stats(self) -> dict[str, Any]:
+        counters = self.counters.snapshot()
+        counters.update(
+            cache_hits=self.cache.hits,
+            cache_misses=self.cache.misses,
+            cache_bytes=self.cache.bytes,
+            cache_peak_bytes=self.cache.peak_bytes,
+            cache_evictions=self.cache.evictions,
+        )
+        return counters
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
+    def _read_local(self, name: str, start: int, end: int) -> bytes:
+        with open(self.cache.path(name), "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        if len(data) != end - start:
+            raise IOError(f"{name}: local file is shorter than the {end} bytes LevelDB wrote")
+        return data
+
+    def _check_size(self, name: str, size: int) -> None:
+        if size > self.options.max_object_size:
+            raise StoreError(f"{name} is {size} bytes, above max_object_size={self.options.max_object_size}",
+                             operation="put", key=name)
+
+    def _delete_objects(self, record: FileRecord) -> None:
+        for obj in record.objects:
+            self.store.delete(obj.key)
+
+    def _fetch(self, record: FileRecord) -> str:
+        """Download every object of the file into the cache; returns the pinned path."""
+        self._check_size(record.name, record.size)
+        temp = self.cache.temp_path(record.name)
+        try:
+            with open(temp, "wb") as f:
+                for obj in record.objects:
+                    data = self.store.get(obj.key)
+                    if len(data) != obj.size:
+                        raise StoreError(f"{obj.key} changed size while being read ({len(data)} != {obj.size})",
+                                         operation="get", key=obj.key)
+                    f.write(data)
+            return self.cache.insert_downloaded(record.name, temp, record.size, record.fingerprint)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    # -- Env callbacks -------------------------------------------------------------
+
+    def open_read(self, name: str) -> str:
+        if name == CURRENT_NAME:
+            return self._fetch_current()
+        record = self.catalog.get(name)
+        if record is None or record.writing:
+            path = self.cache.pin_local(name)
+            if path is None:
+                raise ObjectNotFound(f"{name} does not exist", operation="open", key=name)
+            return path
+        path = self.cache.open_cached(name, record.fingerprint)
+        return path if path is not None else self._fetch(record)
+
+    def _fetch_current(self) -> str:
+        # CURRENT is the commit point: always read the store's version.
+        try:
+            info = self.store.head(CURRENT_NAME)
+        except ObjectNotFound:
+            self.catalog.pop(CURRENT_NAME)
+            raise
+        record = FileRecord(CURRENT_NAME, [StoredObject(CURRENT_NAME, 0, info.size, info.etag)])
+        self.catalog.put(record)
+        path = self.cache.open_cached(CURRENT_NAME, record.fingerprint)
+        return path if path is not None else self._fetch(record)
+
+    def release_read(self, name: str) -> None:
+        self.cache.release(name)
+
+    def create(self, name: str) -> str:
+        kind = kind_of(name)
+        if not kind.local_only:
+            self._check_lease()
+            stale = self.catalog.pop(name)
+            if stale is not None and stale.objects:
+                # LevelDB never reuses a live file number; this is what a writer that
+                # crashed before committing left behind. We hold the lease, so it is ours.
+                log.warning("replacing %s left by an earlier writer", name)
+                self._delete_objects(stale)
+            self.catalog.put(FileRecord(name, writing=True))
+        return self.cache.start_write(name)
+
+    def persist(self, name: str, size: int, final: bool) -> None:
+        kind = kind_of(name)
+        if kind.local_only:
+            if final:
+                self.cache.finish_write(name, size, "")
+            return
+        record = self.catalog.get(name)
+        if record is None:
+            raise IOError(f"{name} was removed while it was being written")
+        try:
+            if kind.segmented:
+                self._upload_tail(record, size)
+            elif final:
+                self._upload_whole(record, size)
+        except BaseException as exc:
+            if final and kind.segmented:
+                # From a destructor LevelDB cannot report this; close() will.
+                self._failures.append(f"{name}: {exc}")
+            raise
+        if final:
+            record.writing = False
+            self.cache.finish_write(name, size, record.fingerprint)
+
+    def _upload_tail(self, record: FileRecord, size: int) -> None:
+        start = record.size
+        if size <= start:
+            return
+        self._check_lease()
+        key = segment_key(record.name, start)
+        data = self._read_local(record.name, start, size)
+        etag = self.store.put(key, data, if_none_match=True)
+        record.objects.append(StoredObject(key, start, len(data), etag))
+
+    def _upload_whole(self, record: FileRecord, size: int) -> None:
+        if record.objects:
+            return  # already uploaded (Close after an earlier final persist)
+        self._check_lease()
+        self._check_size(record.name, size)
+        data = self._read_local(record.name, 0, size)
+        try:
+            etag = self.store.put(record.name, data, if_none_match=True)
+        except PreconditionFailed:
+            raise IOError(f"{record.name} already exists in the store: another writer is active") from None
+        record.objects.append(StoredObject(record.name, 0, size, etag))
+
+    def remove(self, name: str) -> None:
+        kind = kind_of(name)
+        if kind is FileKind.LOCK:
+            return  # the lease is released at close, after the last upload
+        record = self.catalog.pop(name)
+        in_cache = self.cache.local_size(name) is not None
+        if record is None and not in_cache:
+            raise ObjectNotFound(f"{name} does not exist", operation="delete", key=name)
+        if record is not None and record.objects:
+            self._check_lease()
+            self._delete_objects(record)
+        self.cache.discard(name)
+
+    def rename(self, src: str, dst: str) -> None:
+        src_kind, dst_kind = kind_of(src), kind_of(dst)
+        if src_kind.local_only and dst_kind.local_only:
+            self.cache.rename(src, dst)
+            return
+        if dst_kind is FileKind.CURRENT:
+            self._commit_current(src)
+            return
+        self._move(src, dst)
+
+    def _commit_current(self, temp_name: str) -> None:
+        """Publish a new CURRENT: the single atomic PUT that commits a version."""
+        self._check_lease()
+        size = self.cache.local_size(temp_name)
+        if size is None:
+            raise ObjectNotFound(f"{temp_name} does not exist", operation="rename", key=temp_name)
+        data = self._read_local(temp_name, 0, size)
+        etag = self.store.put(CURRENT_NAME, data)
+        self.cache.rename(temp_name, CURRENT_NAME)
+        record = FileRecord(CURRENT_NAME, [StoredObject(CURRENT_NAME, 0, size, etag)])
+        self.cache.set_fingerprint(CURRENT_NAME, record.fingerprint)
+        self.catalog.put(record)
+
+    def _move(self, src: str, dst: str) -> None:
+        """A general rename (repair archives files into lost/): copy, then delete."""
+        self._check_lease()
+        record = self.catalog.get(src)
+        if record is None:
+            raise ObjectNotFound(f"{src} does not exist", operation="rename", key=src)
+        path = self.open_read(src)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        finally:
+            self.release_read(src)
+        etag = self.store.put(dst, data)
+        self.catalog.put(FileRecord(dst, [StoredObject(dst, 0, len(data), etag)]))
+        self.catalog.pop(src)
+        self._delete_objects(record)
+        self.cache.discard(src)
+
+    def list(self, directory: str) -> list[str]:
+        return self.catalog.names(directory)
+
+    def size(self, name: str) -> int:
+        record = self.catalog.get(name)
+        if record is not None and not record.writing:
+            return record.size
+        local = self.cache.local_size(name)
+        if local is None:
+            raise ObjectNotFound(f"{name} does not exist", operation="size", key=name)
+        return local
+
+    def lock(self) -> None:
+        if self.lease is None:
+            raise ConfigurationError("this database was opened without the writer lock")
+        self.lease.check()
+
+    def unlock(self) -> None:
+        """LevelDB unlocks before its last uploads run; the lease is released in close()."""
+
+    def delete_unowned_leftovers(self) -> None:
+        """After DestroyDB: remove objects of ours that LevelDB did not list (e.g. CURRENT)."""
+        for record in self.catalog.records():
+            self._delete_objects(record)
+            self.catalog.pop(record.name)
+
+
+def open_backend(name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
+                 create_if_missing: bool) -> Backend:
+    return Backend.open(name, options, overrides, create_if_missing=create_if_missing)
+
+
+__all__ = ["Backend", "open_backend", "resolve_options", "build_store", "StoreError"]

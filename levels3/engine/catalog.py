@@ -1,0 +1,101 @@
+"""What the store holds for each LevelDB file, kept in memory.
+
+Loaded with one LIST at open and then kept up to date by the backend, so that
+the Env calls LevelDB makes under its DB mutex (GetChildren, FileExists,
+GetFileSize) are answered without a network round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from ..stores.base import ObjectStore
+from .layout import parse_key
+
+log = logging.getLogger("levels3.catalog")
+
+
+@dataclass
+class StoredObject:
+    key: str
+    offset: int  # where this object's bytes start in the file (0 for whole objects)
+    size: int
+    etag: str
+
+
+@dataclass
+class FileRecord:
+    """One LevelDB file: the objects that hold it, in offset order."""
+
+    name: str
+    objects: list[StoredObject] = field(default_factory=list)
+    writing: bool = False  # being written by this process; the local file is authoritative
+
+    @property
+    def size(self) -> int:
+        return sum(o.size for o in self.objects)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies this exact content; a cached copy is valid only if it matches."""
+        return "|".join(f"{o.offset}:{o.size}:{o.etag}" for o in self.objects)
+
+
+class Catalog:
+    def __init__(self) -> None:
+        self._files: dict[str, FileRecord] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, store: ObjectStore) -> "Catalog":
+        catalog = cls()
+        for info in store.list(""):
+            parsed = parse_key(info.key)
+            if parsed is None:
+                continue
+            name, offset = parsed
+            record = catalog._files.setdefault(name, FileRecord(name))
+            record.objects.append(StoredObject(info.key, offset or 0, info.size, info.etag))
+        for record in catalog._files.values():
+            record.objects.sort(key=lambda o: o.offset)
+            catalog._drop_after_gap(record)
+        return catalog
+
+    @staticmethod
+    def _drop_after_gap(record: FileRecord) -> None:
+        # Segments are uploaded in order and a failed upload stops the writer, so
+        # a gap means the bytes after it were never acknowledged: they are not part
+        # of the file (and LevelDB's record checksums would reject a torn tail).
+        expected = 0
+        for index, obj in enumerate(record.objects):
+            if obj.offset != expected:
+                log.warning("%s: segment at offset %d follows a gap at %d; ignoring the rest",
+                            record.name, obj.offset, expected)
+                del record.objects[index:]
+                return
+            expected += obj.size
+
+    def get(self, name: str) -> FileRecord | None:
+        with self._lock:
+            return self._files.get(name)
+
+    def put(self, record: FileRecord) -> None:
+        with self._lock:
+            self._files[record.name] = record
+
+    def pop(self, name: str) -> FileRecord | None:
+        with self._lock:
+            return self._files.pop(name, None)
+
+    def names(self, directory: str = "") -> list[str]:
+        """File names directly inside ``directory`` ("" = the database directory)."""
+        prefix = f"{directory}/" if directory else ""
+        with self._lock:
+            return [n[len(prefix):] for n in self._files
+                    if n.startswith(prefix) and "/" not in n[len(prefix):]]
+
+    def records(self) -> list[FileRecord]:
+        with self._lock:
+            return list(self._files.values())

@@ -1,0 +1,57 @@
+"""Exceptions raised by levels3.
+
+The first four mirror plyvel's hierarchy exactly, so ``except plyvel.Error``-style
+code keeps working after switching the import.  The rest are specific to a
+database that lives in object storage.
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base class of every levels3 error (plyvel.Error)."""
+
+
+class IOError(Error):  # noqa: A001 - plyvel's public name
+    """LevelDB reported an I/O error (plyvel.IOError); store failures end up here."""
+
+
+class CorruptionError(Error):
+    """LevelDB found corrupt data (plyvel.CorruptionError)."""
+
+
+class IteratorInvalidError(Error):
+    """A raw iterator was used while not positioned on an entry (plyvel.IteratorInvalidError)."""
+
+
+class StoreError(IOError):
+    """An object-store request failed for good (after any retries).
+
+    ``operation`` and ``key`` say what was attempted; ``__cause__`` holds the last
+    underlying exception.  Messages never contain credentials.
+    """
+
+    def __init__(self, message: str, *, operation: str = "", key: str = "") -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.key = key
+
+
+class ObjectNotFound(StoreError):
+    """The object does not exist."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional request (If-None-Match / If-Match) was refused: someone else won."""
+
+
+class ConfigurationError(Error, ValueError):
+    """Bad options or URL: raised before anything is touched."""
+
+
+class LockError(Error):
+    """Another live writer holds the database lock."""
+
+
+class LeaseLostError(IOError):
+    """This writer's lease was lost or taken over; it must not write any more."""

@@ -1,0 +1,68 @@
+"""The narrow object-store interface every backend layer is written against.
+
+A store is always scoped to one database: keys are relative to the database's
+prefix, so nothing outside it can be read, written or deleted by construction.
+Wrappers (retry, request counting, fault injection) implement the same
+interface around an inner store instead of branching inside it.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str  # relative to the store's prefix
+    size: int
+    etag: str
+    metadata: Mapping[str, str] = field(default_factory=dict)  # only filled by head()
+
+
+class ObjectStore(abc.ABC):
+    """Get / put / delete / list / head on keys relative to one prefix.
+
+    Errors: ``ObjectNotFound`` for a missing key, ``PreconditionFailed`` when a
+    condition does not hold, ``StoreError`` (with the operation and key) for
+    anything else.  Implementations are thread-safe.
+    """
+
+    #: Human-readable location, e.g. ``s3://bucket/prefix``; never holds secrets.
+    url: str
+
+    @abc.abstractmethod
+    def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        """Return bytes [start, end) of the object (end=None: to its end)."""
+
+    @abc.abstractmethod
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Store ``data`` atomically and return the new ETag.
+
+        ``if_none_match=True`` creates only if absent; ``if_match=etag`` replaces
+        only the version with that ETag.  Either refused -> PreconditionFailed.
+        """
+
+    @abc.abstractmethod
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete the object; a missing key is not an error (unless if_match is given)."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with ``prefix``, in key order."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo:
+        """Size, ETag and user metadata of one object."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default does nothing."""

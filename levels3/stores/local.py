@@ -1,0 +1,286 @@
+"""A local directory that behaves like an S3 prefix.
+
+Objects are plain files (so a database moves between a directory and a bucket
+unchanged).  Every replacement is a new file renamed into place, so readers see
+the old or the new object, never a mix.  Conditional writes and deletes take an
+``fcntl`` lock on ``.levels3-tmp/cas.lock``, which makes compare-and-swap atomic
+across threads and processes on this host (not across hosts sharing NFS).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Iterator, Mapping
+
+from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
+from .base import ObjectInfo, ObjectStore
+
+TMP_DIR = ".levels3-tmp"
+log = logging.getLogger("levels3.store")
+
+
+def validate_key(key: str, *, prefix: bool = False) -> str:
+    """Reject keys that could escape the database or mean different things per backend.
+
+    With ``prefix=True`` the empty string and a trailing '/' are allowed (listing).
+    """
+    if not isinstance(key, str):
+        raise ConfigurationError(f"object key must be str, not {type(key).__name__}")
+    if prefix and key == "":
+        return key
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ConfigurationError(f"invalid object key {key!r}")
+    parts = key.split("/")
+    if prefix and parts[-1] == "":
+        parts.pop()
+    if any(part in ("", ".", "..") for part in parts) or parts[0] == TMP_DIR:
+        raise ConfigurationError(f"invalid object key {key!r}")
+    return key
+
+
+def _etag(st: os.stat_result) -> str:
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+class LocalDirStore(ObjectStore):
+    """Objects as files under ``root``; keys are '/'-separated relative paths.
+
+    A key cannot be both an object and a "directory" of other objects here
+    (S3 allows ``a`` and ``a/b`` side by side); such a put fails with StoreError.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.url = f"file://{self.root}"
+        if not os.path.isdir(self.root):
+            if os.path.exists(self.root):
+                raise StoreError(f"{self.root} exists but is not a directory", operation="open")
+            if not create:
+                raise ObjectNotFound(f"no database directory at {self.root}", operation="open")
+            os.makedirs(self.root, exist_ok=True)
+        self._tmp = os.path.join(self.root, TMP_DIR)
+        self._meta = os.path.join(self._tmp, "meta")
+        os.makedirs(self._meta, exist_ok=True)
+        self._lock_path = os.path.join(self._tmp, "cas.lock")
+
+    def __repr__(self) -> str:
+        return f"LocalDirStore({self.root!r})"
+
+    # -- helpers -----------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *validate_key(key).split("/"))
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # A fresh open file description per use: flock then excludes other threads
+        # too, and a forked child never shares its parent's lock by inheritance.
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _fail(self, operation: str, key: str, exc: OSError) -> StoreError:
+        return StoreError(f"{operation} {key!r} in {self.root} failed: {exc.strerror or exc}", operation=operation, key=key)
+
+    def _write_temp(self, data: bytes) -> tuple[str, str]:
+        """Write ``data`` durably to a new temp file; return its path and ETag."""
+        tmp = os.path.join(self._tmp, f"{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            # A full-precision mtime keeps ETags distinct even if an inode number is reused
+            # within the file system's coarse timestamp tick.
+            now = time.time_ns()
+            os.utime(fd, ns=(now, now))
+            os.fsync(fd)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp, _etag(st)
+
+    def _current_etag(self, path: str) -> str | None:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not os.path.isfile(path):
+            return None
+        return _etag(st)
+
+    def _meta_path(self, etag: str) -> str:
+        # Metadata is named by the version it belongs to, so it never needs to change
+        # atomically together with the data file.
+        return os.path.join(self._meta, etag)
+
+    def _drop_meta(self, etag: str | None) -> None:
+        if etag is not None:
+            try:
+                os.unlink(self._meta_path(etag))
+            except FileNotFoundError:
+                pass
+
+    def _fsync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _prune_empty_dirs(self, directory: str) -> None:
+        while directory != self.root and directory.startswith(self.root + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return  # not empty (or gone): stop climbing
+            directory = os.path.dirname(directory)
+
+    # -- ObjectStore ---------------------------------------------------------
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        path = self._path(key)
+        began = time.monotonic()
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read() if end is None else f.read(max(0, end - start))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound(f"no object {key!r} in {self.root}", operation="get", key=key) from None
+        except OSError as exc:
+            raise self._fail("get", key, exc) from exc
+        log.debug("get %r bytes=%d latency=%.1fms", key, len(data), (time.monotonic() - began) * 1000)
+        return data
+
+    def head(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"no object {key!r} in {self.root}", operation="head", key=key) from None
+        except OSError as exc:
+            raise self._fail("head", key, exc) from exc
+        if not os.path.isfile(path):
+            raise ObjectNotFound(f"no object {key!r} in {self.root}", operation="head", key=key)
+        etag = _etag(st)
+        metadata: dict[str, str] = {}
+        try:
+            with open(self._meta_path(etag), "r", encoding="utf-8") as f:
+                metadata = json.load(f)
+        except FileNotFoundError:
+            pass
+        return ObjectInfo(key=key, size=st.st_size, etag=etag, metadata=metadata)
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        path = self._path(key)
+        began = time.monotonic()
+        try:
+            tmp, etag = self._write_temp(bytes(data) if not isinstance(data, bytes) else data)
+        except OSError as exc:
+            raise self._fail("put", key, exc) from exc
+        try:
+            if metadata:
+                with open(self._meta_path(etag), "w", encoding="utf-8") as f:
+                    json.dump(dict(metadata), f)
+            with self._locked():
+                parent = os.path.dirname(path)
+                os.makedirs(parent, exist_ok=True)
+                old = self._current_etag(path)
+                if os.path.isdir(path):
+                    raise StoreError(f"put {key!r}: a directory of objects has that name", operation="put", key=key)
+                if if_none_match:
+                    try:
+                        os.link(tmp, path)  # fails if the name exists: create-if-absent
+                    except FileExistsError:
+                        raise PreconditionFailed(
+                            f"put {key!r}: object already exists", operation="put", key=key
+                        ) from None
+                else:
+                    if if_match is not None and old != if_match:
+                        what = "does not exist" if old is None else "was changed"
+                        raise PreconditionFailed(f"put {key!r}: object {what}", operation="put", key=key)
+                    os.replace(tmp, path)
+                    self._drop_meta(old)
+                self._fsync_dir(parent)
+        except StoreError:
+            self._drop_meta(etag)
+            raise
+        except OSError as exc:
+            self._drop_meta(etag)
+            if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+                raise StoreError(f"put {key!r}: an object is named like one of its directories", operation="put", key=key) from exc
+            raise self._fail("put", key, exc) from exc
+        finally:
+            try:
+                os.unlink(tmp)  # still there after os.link or a refusal
+            except FileNotFoundError:
+                pass
+        log.debug("put %r bytes=%d latency=%.1fms", key, len(data), (time.monotonic() - began) * 1000)
+        return etag
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        path = self._path(key)
+        try:
+            with self._locked():
+                old = self._current_etag(path)
+                if if_match is not None and old != if_match:
+                    what = "does not exist" if old is None else "was changed"
+                    raise PreconditionFailed(f"delete {key!r}: object {what}", operation="delete", key=key)
+                if old is None:
+                    return
+                os.unlink(path)
+                self._drop_meta(old)
+                parent = os.path.dirname(path)
+                self._prune_empty_dirs(parent)
+                while not os.path.isdir(parent):
+                    parent = os.path.dirname(parent)
+                self._fsync_dir(parent)
+        except OSError as exc:
+            raise self._fail("delete", key, exc) from exc
+        log.debug("delete %r", key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_key(prefix, prefix=True)
+        # Walk only the deepest directory that the prefix names completely.
+        base_parts = prefix.split("/")[:-1]
+        base = os.path.join(self.root, *base_parts)
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            if dirpath == self.root:
+                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
+            rel = os.path.relpath(dirpath, self.root)
+            rel_prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            for name in filenames:
+                key = rel_prefix + name
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue  # deleted while walking
+                found.append(ObjectInfo(key=key, size=st.st_size, etag=_etag(st)))
+        # S3 orders keys by UTF-8 bytes, which is code-point order.
+        found.sort(key=lambda info: info.key)
+        log.debug("list %r objects=%d", prefix, len(found))
+        yield from found

@@ -1,0 +1,228 @@
+"""Retry wrapper: exponential backoff with full jitter, for transient errors only.
+
+A permanent error (4xx, missing object, refused condition, bad configuration)
+is raised at once: retrying it only multiplies requests and hides the cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from typing import Callable, Iterator, Mapping, TypeVar
+
+from ..errors import ObjectNotFound, PreconditionFailed, StoreError
+from .base import ObjectInfo, ObjectStore
+
+try:  # the local-directory store works without boto3
+    import botocore.exceptions as _botocore_exc
+except ImportError:  # pragma: no cover - boto3 is a hard dependency of the S3 backend only
+    _botocore_exc = None
+
+#: User-metadata key carrying the unique token of a conditional PUT.
+TOKEN_METADATA_KEY = "levels3-token"
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "IDPCommunicationError",
+        "EC2ThrottledException",
+        # S3 answers 409 when two conditional writes race; AWS documents it as retryable.
+        "ConditionalRequestConflict",
+    }
+)
+
+log = logging.getLogger("levels3.store")
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when repeating the same request may succeed (5xx, throttling, timeouts, resets)."""
+    flag = getattr(exc, "transient", None)
+    if flag is not None:
+        return bool(flag)
+    if _botocore_exc is not None:
+        if isinstance(exc, _botocore_exc.ClientError):
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return error.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
+        if isinstance(exc, _botocore_exc.SSLError):
+            return False  # a certificate problem does not fix itself
+        if isinstance(
+            exc,
+            (
+                _botocore_exc.HTTPClientError,  # connection closed/reset, read timeouts
+                _botocore_exc.ConnectionError,  # connection refused, connect timeouts
+                _botocore_exc.IncompleteReadError,
+            ),
+        ):
+            return True
+    # Raw socket errors (e.g. from a custom client or the body stream).
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+class RetryingStore(ObjectStore):
+    """Retries transient failures of ``inner`` with exponential backoff and full jitter.
+
+    Conditional writes are made safe to retry: each carries a unique token in its
+    user metadata, so a retry refused with PreconditionFailed after an attempt that
+    may have landed can check whether the winner is in fact our own earlier attempt.
+    """
+
+    def __init__(
+        self,
+        inner: ObjectStore,
+        *,
+        max_attempts: int,
+        base_delay: float,
+        max_delay: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.inner = inner
+        self.url = inner.url
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._sleep = sleep
+        self._random = random.Random()
+
+    def __repr__(self) -> str:
+        return f"RetryingStore({self.inner!r}, max_attempts={self.max_attempts})"
+
+    def _backoff(self, attempt: int) -> float:
+        return self._random.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))
+
+    def _call(
+        self,
+        operation: str,
+        key: str,
+        fn: Callable[[], T],
+        on_refused: Callable[[PreconditionFailed | ObjectNotFound], T] | None = None,
+    ) -> T:
+        """Run ``fn`` until it succeeds, fails permanently, or attempts run out.
+
+        ``on_refused`` decides a refusal that follows an attempt that may have landed.
+        """
+        maybe_landed = False
+        last: BaseException | None = None
+        for attempt in range(self.max_attempts):
+            if attempt:
+                delay = self._backoff(attempt - 1)
+                log.debug("retry %s %r attempt %d after %.3fs: %s", operation, key, attempt + 1, delay, last)
+                self._sleep(delay)
+            try:
+                return fn()
+            except (PreconditionFailed, ObjectNotFound) as exc:
+                if maybe_landed and on_refused is not None:
+                    return on_refused(exc)
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise  # permanent: the inner store's error already says what went wrong
+                last = exc
+                maybe_landed = True
+        assert last is not None
+        raise StoreError(
+            f"{operation} {key!r} on {self.url} failed after {self.max_attempts} attempts: {last}",
+            operation=operation,
+            key=key,
+        ) from last
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        return self._call("get", key, lambda: self.inner.get(key, start, end))
+
+    def head(self, key: str) -> ObjectInfo:
+        return self._call("head", key, lambda: self.inner.head(key))
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        if not if_none_match and if_match is None:
+            # Unconditional PUT is idempotent: repeating it is always safe.
+            return self._call("put", key, lambda: self.inner.put(key, data, metadata=metadata))
+
+        token = uuid.uuid4().hex
+        tagged = dict(metadata or {})
+        tagged[TOKEN_METADATA_KEY] = token
+
+        def attempt() -> str:
+            return self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=tagged)
+
+        def refused(exc: PreconditionFailed | ObjectNotFound) -> str:
+            # An earlier attempt may have landed and the retry then lost against it.
+            try:
+                info = self.head(key)
+            except ObjectNotFound:
+                raise exc from None
+            if info.metadata.get(TOKEN_METADATA_KEY) == token:
+                log.debug("put %r: earlier attempt had landed (token matched)", key)
+                return info.etag
+            raise exc
+
+        return self._call("put", key, attempt, refused)
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        if if_match is None:
+            return self._call("delete", key, lambda: self.inner.delete(key))
+
+        def refused(exc: PreconditionFailed | ObjectNotFound) -> None:
+            # The earlier attempt may have deleted it; still present means someone else's version.
+            try:
+                self.head(key)
+            except ObjectNotFound:
+                return None
+            raise exc
+
+        return self._call("delete", key, lambda: self.inner.delete(key, if_match=if_match), refused)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # A listing that breaks midway restarts and skips what was already yielded.
+        last_key: str | None = None
+        failures = 0
+        while True:
+            try:
+                for info in self.inner.list(prefix):
+                    if last_key is not None and info.key <= last_key:
+                        continue
+                    last_key = info.key
+                    yield info
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                if failures >= self.max_attempts:
+                    raise StoreError(
+                        f"list {prefix!r} on {self.url} failed after {self.max_attempts} attempts: {exc}",
+                        operation="list",
+                        key=prefix,
+                    ) from exc
+                delay = self._backoff(failures - 1)
+                log.debug("retry list %r attempt %d after %.3fs: %s", prefix, failures + 1, delay, exc)
+                self._sleep(delay)
+
+    def close(self) -> None:
+        self.inner.close()

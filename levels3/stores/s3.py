@@ -1,0 +1,297 @@
+"""The S3 backend: one boto3 client, every botocore error mapped to a levels3 error.
+
+Messages, reprs and logs name the bucket, prefix, key and endpoint, never a
+credential.  boto3's own retries are switched off: RetryingStore is the single
+place that retries, so attempts do not multiply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Iterator, Mapping
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
+from ..options import S3Options
+from .base import ObjectInfo, ObjectStore
+from .local import validate_key
+from .retry import is_transient
+
+_ACCESS_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"})
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId": "the access key is not known to the endpoint: check access_key (or the AWS credential chain) and endpoint_url",
+    "SignatureDoesNotMatch": "the request signature was rejected: check secret_key, region and the host clock",
+    "InvalidToken": "the session token is invalid: check session_token",
+    "ExpiredToken": "the session token has expired: refresh the credentials",
+    "TokenRefreshRequired": "the session token has expired: refresh the credentials",
+    "RequestTimeTooSkewed": "the host clock differs too much from the endpoint's: fix the clock",
+}
+_NOT_IMPLEMENTED_CODES = frozenset({"NotImplemented", "501"})
+
+
+def build_client(options: S3Options) -> Any:
+    """A boto3 S3 client from ``options``: its own client, its session, explicit keys, or the standard chain."""
+    if options.client is not None:
+        return options.client
+    config = botocore.config.Config(
+        connect_timeout=options.request_timeout,
+        read_timeout=options.request_timeout,
+        max_pool_connections=32,
+        retries={"max_attempts": 1, "mode": "standard"},
+        s3={"addressing_style": "path"} if options.path_style else None,
+        # Newer boto3 adds CRC checksums to every request by default, which several
+        # S3-compatible stores reject; LevelDB checksums its own blocks anyway.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        user_agent_extra="levels3",
+    )
+    if options.session is not None:
+        session = options.session
+    else:
+        if (options.access_key is None) != (options.secret_key is None):
+            raise ConfigurationError("access_key and secret_key must be given together")
+        session = boto3.session.Session(
+            aws_access_key_id=options.access_key,
+            aws_secret_access_key=options.secret_key,
+            aws_session_token=options.session_token,
+        )
+    return session.client("s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config)
+
+
+def _client_error_parts(exc: botocore.exceptions.ClientError) -> tuple[str, int, str]:
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return str(error.get("Code", "")), int(status), str(error.get("Message", "") or "")
+
+
+class S3Store(ObjectStore):
+    """Objects under ``s3://bucket/prefix``; keys are relative to the prefix."""
+
+    def __init__(self, bucket: str, prefix: str, options: S3Options) -> None:
+        if not bucket:
+            raise ConfigurationError("bucket name is empty")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            validate_key(self.prefix)
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._endpoint = options.endpoint_url or "AWS S3"
+        self._owns_client = options.client is None
+        self._client = build_client(options)
+        self._log = options.logger or logging.getLogger("levels3.store")
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def _full_key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, exc: Exception, operation: str, key: str, *, conditional: bool = False) -> StoreError:
+        """Translate a botocore/socket exception; the caller raises it ``from exc``."""
+        where = f"{operation} {key!r} on {self.url}"
+        code, status, message = "", 0, ""
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code, status, message = _client_error_parts(exc)
+            if code == "NoSuchBucket":
+                err: StoreError = StoreError(
+                    f"{where}: bucket {self.bucket!r} does not exist at {self._endpoint} "
+                    "(check the bucket name, endpoint_url and region)",
+                    operation=operation,
+                    key=key,
+                )
+            elif code in ("NoSuchKey", "NotFound", "404") or status == 404:
+                if conditional:
+                    err = PreconditionFailed(f"{where}: object does not exist", operation=operation, key=key)
+                else:
+                    err = ObjectNotFound(f"{where}: no such object", operation=operation, key=key)
+            elif code == "PreconditionFailed" or status == 412:
+                err = PreconditionFailed(f"{where}: condition not met", operation=operation, key=key)
+            elif code in _CREDENTIAL_CODES:
+                err = StoreError(f"{where}: {_CREDENTIAL_CODES[code]}", operation=operation, key=key)
+            elif code in _ACCESS_CODES or status == 403:
+                err = StoreError(
+                    f"{where}: access denied by {self._endpoint} ({code}); check that the credentials are "
+                    f"right and allowed s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket "
+                    f"on bucket {self.bucket!r}",
+                    operation=operation,
+                    key=key,
+                )
+            elif code in _NOT_IMPLEMENTED_CODES or status == 501:
+                err = StoreError(
+                    f"{where}: the endpoint {self._endpoint} does not implement this request ({code}: {message})",
+                    operation=operation,
+                    key=key,
+                )
+            else:
+                err = StoreError(f"{where} failed: {code} (HTTP {status}): {message}", operation=operation, key=key)
+        elif isinstance(exc, botocore.exceptions.NoCredentialsError):
+            err = StoreError(
+                f"{where}: no credentials found; pass access_key/secret_key, a session or client, "
+                "or configure the standard AWS credential chain",
+                operation=operation,
+                key=key,
+            )
+        else:
+            err = StoreError(f"{where} failed: {type(exc).__name__}: {exc}", operation=operation, key=key)
+        err.transient = is_transient(exc)  # type: ignore[attr-defined]
+        err.code = code  # type: ignore[attr-defined]
+        err.status = status  # type: ignore[attr-defined]
+        return err
+
+    def _debug(self, operation: str, key: str, began: float, nbytes: int | None = None) -> None:
+        if self._log.isEnabledFor(logging.DEBUG):
+            size = "" if nbytes is None else f" bytes={nbytes}"
+            self._log.debug("%s %s %r%s latency=%.1fms", operation, self.url, key, size, (time.monotonic() - began) * 1000)
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        full = self._full_key(key)
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"bad range [{start}, {end})")
+        if end is not None and end == start:
+            return b""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
+        if start or end is not None:
+            kwargs["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        began = time.monotonic()
+        try:
+            response = self._client.get_object(**kwargs)
+            data = response["Body"].read()
+        except botocore.exceptions.ClientError as exc:
+            if _client_error_parts(exc)[0] == "InvalidRange":
+                data = b""  # starts past the end: like reading a file past EOF
+            else:
+                raise self._error(exc, "get", key) from exc
+        except Exception as exc:
+            raise self._error(exc, "get", key) from exc
+        self._debug("get", key, began, len(data))
+        return data
+
+    def head(self, key: str) -> ObjectInfo:
+        full = self._full_key(key)
+        began = time.monotonic()
+        try:
+            response = self._client.head_object(Bucket=self.bucket, Key=full)
+        except Exception as exc:
+            raise self._error(exc, "head", key) from exc
+        self._debug("head", key, began)
+        return ObjectInfo(
+            key=key,
+            size=int(response["ContentLength"]),
+            etag=response["ETag"],
+            metadata=dict(response.get("Metadata") or {}),
+        )
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        full = self._full_key(key)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "Body": data}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        if metadata:
+            kwargs["Metadata"] = dict(metadata)
+        began = time.monotonic()
+        try:
+            response = self._client.put_object(**kwargs)
+        except Exception as exc:
+            raise self._error(exc, "put", key, conditional=if_match is not None) from exc
+        self._debug("put", key, began, len(data))
+        return response["ETag"]
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        # S3 and moto (5.2+) both honour If-Match on DeleteObject, so no emulation is needed.
+        full = self._full_key(key)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        began = time.monotonic()
+        try:
+            self._client.delete_object(**kwargs)
+        except Exception as exc:
+            raise self._error(exc, "delete", key, conditional=if_match is not None) from exc
+        self._debug("delete", key, began)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_key(prefix, prefix=True)
+        base = f"{self.prefix}/" if self.prefix else ""
+        paginator = self._client.get_paginator("list_objects_v2")
+        began = time.monotonic()
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=base + prefix)
+        try:
+            for page in pages:
+                self._debug("list", prefix, began)
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(key=item["Key"][len(base) :], size=int(item["Size"]), etag=item["ETag"])
+                began = time.monotonic()
+        except Exception as exc:
+            raise self._error(exc, "list", prefix) from exc
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+def probe_conditional_writes(store: ObjectStore) -> None:
+    """Check that the endpoint honours If-None-Match and If-Match on PUT; raise StoreError if not.
+
+    Some S3-compatible stores answer 501 to conditional writes, and some ignore
+    the header and overwrite: the single-writer lease would then be unsafe.
+    """
+    key = f".levels3-probe/{uuid.uuid4().hex}"
+    try:
+        try:
+            store.put(key, b"probe", if_none_match=True)
+        except StoreError as exc:
+            if getattr(exc, "status", 0) == 501 or getattr(exc, "code", "") in _NOT_IMPLEMENTED_CODES:
+                raise StoreError(
+                    f"{store.url} does not support conditional writes (If-None-Match answered "
+                    f"{getattr(exc, 'code', '') or 'NotImplemented'}); levels3 needs them for its writer lock",
+                    operation="probe",
+                    key=key,
+                ) from exc
+            raise
+        try:
+            store.put(key, b"probe again", if_none_match=True)
+        except PreconditionFailed:
+            pass
+        else:
+            raise StoreError(
+                f"{store.url} ignored If-None-Match: * and overwrote an existing object; "
+                "levels3 needs conditional writes for its writer lock",
+                operation="probe",
+                key=key,
+            )
+        try:
+            store.put(key, b"probe again", if_match='"levels3-probe-mismatch"')
+        except PreconditionFailed:
+            pass
+        else:
+            raise StoreError(
+                f"{store.url} ignored If-Match and overwrote an object; "
+                "levels3 needs conditional writes for its writer lock",
+                operation="probe",
+                key=key,
+            )
+    finally:
+        try:
+            store.delete(key)
+        except StoreError:
+            pass  # a leftover probe object is harmless

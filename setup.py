@@ -1,0 +1,54 @@
+"""Build of the native extension: Cython bridge + C++ Env, linked to LevelDB 1.23.
+
+LevelDB comes from the system (Debian: libleveldb-dev) or from LEVELDB_ROOT, a
+prefix with include/ and lib/ (the wheels point it at a static build).
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+
+try:
+    from Cython.Build import cythonize
+except ImportError:  # pragma: no cover - build requirement
+    sys.exit("building levels3 needs Cython (pip install Cython)")
+
+
+def leveldb_paths():
+    root = os.environ.get("LEVELDB_ROOT")
+    candidates = [root] if root else ["/usr", "/usr/local", "/opt/homebrew"]
+    for prefix in candidates:
+        if prefix and os.path.exists(os.path.join(prefix, "include", "leveldb", "env.h")):
+            libdirs = [os.path.join(prefix, d) for d in ("lib", "lib64")]
+            libdirs += [os.path.join(prefix, "lib", d) for d in os.listdir(os.path.join(prefix, "lib"))
+                        if d.endswith("-linux-gnu")] if os.path.isdir(os.path.join(prefix, "lib")) else []
+            return os.path.join(prefix, "include"), [d for d in libdirs if os.path.isdir(d)]
+    where = f"LEVELDB_ROOT={root}" if root else "/usr, /usr/local or /opt/homebrew"
+    sys.exit(
+        f"levels3: LevelDB headers (leveldb/env.h) not found in {where}.\n"
+        "Install LevelDB 1.23 (Debian/Ubuntu: apt-get install libleveldb-dev; macOS: brew install leveldb)\n"
+        "or set LEVELDB_ROOT to a prefix containing include/leveldb and lib/libleveldb.*"
+    )
+
+
+def extension():
+    include_dir, lib_dirs = leveldb_paths()
+    libraries = ["leveldb"]
+    if os.environ.get("LEVELDB_ROOT"):
+        libraries.append("snappy")  # a static LevelDB needs its compressor linked in too
+    return Extension(
+        "levels3._native",
+        sources=["levels3/_native.pyx", "csrc/object_env.cc"],
+        include_dirs=["csrc", include_dir],
+        library_dirs=lib_dirs,
+        libraries=libraries,
+        language="c++",
+        # Upstream LevelDB is built without RTTI; a subclass of EnvWrapper built with
+        # it fails at import (missing typeinfo). -fno-rtti works with both builds.
+        extra_compile_args=["-std=c++17", "-fno-rtti", "-O2"],
+        define_macros=[("PY_SSIZE_T_CLEAN", None)],
+    )
+
+
+setup(ext_modules=cythonize([extension()], compiler_directives={"language_level": "3"}))

@@ -1,0 +1,196 @@
+"""What reaches the store, when, and what comes back: reopen, cache loss, sync, prefix, cache bound."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import boto3
+import pytest
+
+import levels3
+from levels3.stores import LocalDirStore
+
+from .conftest import REGION
+from .locations import db_location, location_factory  # noqa: F401 - fixtures
+
+
+def test_reopen_with_same_cache_reuses_it(db_location, tmp_path):
+    cache = str(tmp_path / "cache")
+    with db_location.open(create_if_missing=True, cache_dir=cache) as db:
+        for i in range(2000):
+            db.put(b"key%05d" % i, b"value%05d" % i)
+        db.compact_range()
+    with db_location.open(cache_dir=cache) as db:
+        assert db.get(b"key01234") == b"value01234"
+        assert sum(1 for _ in db) == 2000
+        stats = db.stats()
+    assert stats["cache_hits"] > 0
+    assert stats["requests"]["get"] <= 3  # CURRENT and the MANIFEST at most; tables come from the cache
+
+
+def test_reopen_with_new_cache_and_deleted_cache(db_location, tmp_path):
+    cache = str(tmp_path / "cache")
+    with db_location.open(create_if_missing=True, cache_dir=cache) as db:
+        for i in range(3000):
+            db.put(b"k%05d" % i, os.urandom(50))
+        expected = dict(db)
+    shutil.rmtree(cache)
+    with db_location.open(cache_dir=cache) as db:
+        assert dict(db) == expected
+    with db_location.open(cache_dir=str(tmp_path / "fresh")) as db:
+        assert dict(db) == expected
+        assert db.stats()["cache_misses"] > 0
+
+
+def test_stale_cache_is_not_trusted(db_location, tmp_path):
+    """A cache whose files the store no longer holds in that form is discarded."""
+    old_cache = str(tmp_path / "old")
+    with db_location.open(create_if_missing=True, cache_dir=old_cache) as db:
+        for i in range(1000):
+            db.put(b"k%04d" % i, b"old")
+        db.compact_range()
+    levels3.destroy_db(db_location.url, **db_location.options)
+    with db_location.open(create_if_missing=True, cache_dir=str(tmp_path / "other")) as db:
+        for i in range(1000):
+            db.put(b"k%04d" % i, b"new")
+        db.compact_range()
+    with db_location.open(cache_dir=old_cache) as db:
+        assert set(v for _, v in db) == {b"new"}
+
+
+def test_one_process_per_cache_dir(db_location, tmp_path):
+    cache = str(tmp_path / "cache")
+    other = db_location.sibling("other")
+    with db_location.open(create_if_missing=True, cache_dir=cache):
+        with pytest.raises(levels3.Error, match="in use"):
+            other.open(create_if_missing=True, cache_dir=cache)
+
+
+def test_synced_write_is_in_the_store_before_put_returns(db_location):
+    with db_location.open(create_if_missing=True) as db:
+        marker = os.urandom(16).hex().encode()
+        db.put(b"synced", marker, sync=True)
+        wal = b"".join(db_location.read_objects(lambda key: ".log/" in key))
+        assert marker in wal
+
+
+def test_unsynced_writes_reach_the_store_at_close(db_location):
+    with db_location.open(create_if_missing=True) as db:
+        db.put(b"unsynced", b"tail-value")
+    with db_location.open() as db:
+        assert db.get(b"unsynced") == b"tail-value"
+
+
+def test_wal_is_never_reuploaded_whole(db_location):
+    with db_location.open(create_if_missing=True) as db:
+        before = db.stats()["bytes_uploaded"]
+        for i in range(1000):
+            db.put(b"key%04d" % i, b"v" * 100, sync=True)
+        uploaded = db.stats()["bytes_uploaded"] - before
+        wal_bytes = sum(len(b) for b in db_location.read_objects(lambda key: ".log/" in key))
+    assert wal_bytes > 100_000
+    assert uploaded < 2 * wal_bytes
+
+
+def test_nothing_outside_the_prefix_is_touched(mocked_aws):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="shared-bucket")
+    neighbours = {"some/db-sibling/CURRENT": b"x", "some/CURRENT": b"y", "other/000001.ldb": b"z", "LOCK": b"w"}
+    for key, body in neighbours.items():
+        s3.put_object(Bucket="shared-bucket", Key=key, Body=body)
+    with levels3.DB("s3://shared-bucket/some/db", create_if_missing=True, region=REGION,
+                    write_buffer_size=64 * 1024) as db:
+        for i in range(5000):
+            db.put(b"%05d" % i, os.urandom(64))
+        db.compact_range()
+    levels3.destroy_db("s3://shared-bucket/some/db", region=REGION)
+    remaining = {o["Key"]: s3.get_object(Bucket="shared-bucket", Key=o["Key"])["Body"].read()
+                 for o in s3.list_objects_v2(Bucket="shared-bucket").get("Contents", [])}
+    assert remaining == neighbours
+
+
+@pytest.mark.parametrize("kind", ["local", "mock_aws"])
+def test_large_database_with_compactions(kind, request, tmp_path):
+    location = request.getfixturevalue("location_factory")(kind)
+    n = 200_000
+    rng = random.Random(7)
+    keys = [b"%016x" % rng.getrandbits(64) for _ in range(n)]
+    with location.open(create_if_missing=True, write_buffer_size=1 << 20, max_file_size=1 << 20) as db:
+        for i, key in enumerate(keys):
+            db.put(key, b"%08d" % i + b"x" * 92)
+        for key in keys[:1000]:
+            db.delete(key)
+        assert int(db.get_property(b"leveldb.num-files-at-level1") or b"0") > 0  # compactions ran
+    with location.open(cache_dir=str(tmp_path / "new-cache")) as db:
+        sample = rng.sample(range(1000, n), 500)
+        for i in sample:
+            assert db.get(keys[i]) == b"%08d" % i + b"x" * 92
+        assert db.get(keys[5]) is None
+        count = 0
+        previous = b""
+        for key, _ in db:
+            assert key > previous
+            previous = key
+            count += 1
+        assert count == n - 1000
+
+
+def test_cache_stays_within_bound_plus_open_files(tmp_path):
+    url = str(tmp_path / "db")
+    with levels3.DB(url, create_if_missing=True, write_buffer_size=64 * 1024, max_file_size=64 * 1024) as db:
+        for i in range(60_000):
+            db.put(b"%08d" % i, os.urandom(150))
+    limit = 256 * 1024
+    # LevelDB keeps up to max_open_files - 10 tables open (the minimum it accepts is 74):
+    # those are pinned, so the database must have many more tables than that.
+    with levels3.DB(url, cache_dir=str(tmp_path / "cache"), max_cache_bytes=limit, max_open_files=74,
+                    lru_cache_size=8 * 1024) as db:
+        cache = db._backend.cache
+        rng = random.Random(1)
+        tables = len([n for n in db._backend.catalog.names() if n.endswith(".ldb")])
+        assert tables > 100
+        for step in range(3000):
+            db.get(b"%08d" % rng.randrange(60_000))
+            if step % 100 == 0:
+                assert cache.unpinned_bytes() <= limit
+                assert cache.disk_bytes() <= limit + cache.open_bytes()
+        assert cache.evictions > 0
+
+
+def test_synced_write_survives_a_killed_process(tmp_path):
+    """A writer killed right after put(sync=True) returned: the next writer has the data."""
+    url = str(tmp_path / "db")
+    script = textwrap.dedent(f"""
+        import os, levels3
+        db = levels3.DB({url!r}, create_if_missing=True, lease_duration=1.0, lease_renewal=0.3)
+        for i in range(100):
+            db.put(b"key%03d" % i, b"value%03d" % i, sync=(i % 10 == 9))
+        print("synced", flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "synced" in result.stdout and result.returncode == -9, result.stderr
+    with levels3.DB(url, lease_duration=1.0, lease_renewal=0.3, lock_timeout=10) as db:
+        for i in range(100):
+            assert db.get(b"key%03d" % i) == b"value%03d" % i  # the last write was synced
+
+
+def test_corrupt_table_object_raises_corruption(tmp_path):
+    url = str(tmp_path / "db")
+    with levels3.DB(url, create_if_missing=True) as db:
+        for i in range(5000):
+            db.put(b"%06d" % i, b"v" * 50)
+        db.compact_range()
+    store = LocalDirStore(url, create=False)
+    table = next(o.key for o in store.list() if o.key.endswith(".ldb"))
+    size = store.head(table).size
+    store.put(table, b"\0" * size)
+    with levels3.DB(url, paranoid_checks=True) as db:
+        with pytest.raises(levels3.CorruptionError):
+            for i in range(5000):
+                db.get(b"%06d" % i, verify_checksums=True)

@@ -1,0 +1,595 @@
+"""The object-store layer: backends (local directory, S3 via moto) and the wrappers around them."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+import uuid
+from typing import Iterator, Mapping
+
+import boto3
+import pytest
+import requests
+
+from .conftest import REGION
+from levels3.errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
+from levels3.options import S3Options, parse_location
+from levels3.stores import (
+    TOKEN_METADATA_KEY,
+    CountingStore,
+    FaultInjectingStore,
+    InjectedFault,
+    LocalDirStore,
+    ObjectInfo,
+    ObjectStore,
+    RetryingStore,
+    S3Store,
+    is_transient,
+    open_store,
+    probe_conditional_writes,
+)
+
+
+def no_sleep(_: float) -> None:
+    pass
+
+
+# -- basic semantics, identical on every backend ------------------------------
+
+
+def test_put_get_and_ranges(store: ObjectStore) -> None:
+    etag = store.put("000005.ldb", b"hello world")
+    assert etag
+    assert store.get("000005.ldb") == b"hello world"
+    assert store.get("000005.ldb", 2, 5) == b"llo"
+    assert store.get("000005.ldb", 6) == b"world"
+    assert store.get("000005.ldb", 6, 100) == b"world"
+    assert store.get("000005.ldb", 4, 4) == b""
+    assert store.get("000005.ldb", 50) == b""
+    store.put("empty", b"")
+    assert store.get("empty") == b""
+
+
+def test_head_returns_size_etag_and_metadata(store: ObjectStore) -> None:
+    etag = store.put("CURRENT", b"MANIFEST-000002\n", metadata={"levels3-token": "abc123"})
+    info = store.head("CURRENT")
+    assert (info.key, info.size, info.etag) == ("CURRENT", 16, etag)
+    assert info.metadata == {"levels3-token": "abc123"}
+    store.put("no-meta", b"x")
+    assert store.head("no-meta").metadata == {}
+
+
+def test_replacing_changes_etag(store: ObjectStore) -> None:
+    first = store.put("k", b"one")
+    second = store.put("k", b"two")
+    assert first != second
+    assert store.head("k").etag == second
+    assert store.get("k") == b"two"
+
+
+def test_list_is_in_key_order_and_filters_by_prefix(store: ObjectStore) -> None:
+    keys = ["dir/y/z", "MANIFEST-000002", "000010.log", "dir-x", "CURRENT", "dir/x", "000005.ldb", "LOCK"]
+    for i, key in enumerate(keys):
+        store.put(key, b"x" * i)
+    listed = list(store.list())
+    assert [info.key for info in listed] == sorted(keys)
+    sizes = {info.key: info.size for info in listed}
+    assert sizes == {key: i for i, key in enumerate(keys)}
+    assert all(info.etag == store.head(info.key).etag for info in listed)
+    assert [i.key for i in store.list("dir/")] == ["dir/x", "dir/y/z"]
+    assert [i.key for i in store.list("dir")] == ["dir-x", "dir/x", "dir/y/z"]
+    assert [i.key for i in store.list("0000")] == ["000005.ldb", "000010.log"]
+    assert list(store.list("nothing")) == []
+
+
+def test_delete(store: ObjectStore) -> None:
+    store.put("a/b/c", b"1")
+    store.put("keep", b"2")
+    store.delete("a/b/c")
+    with pytest.raises(ObjectNotFound):
+        store.get("a/b/c")
+    store.delete("a/b/c")  # missing is fine without a condition
+    assert [i.key for i in store.list()] == ["keep"]
+
+
+def test_missing_key_is_object_not_found(store: ObjectStore) -> None:
+    with pytest.raises(ObjectNotFound) as info:
+        store.get("nope")
+    assert info.value.operation == "get" and info.value.key == "nope"
+    with pytest.raises(ObjectNotFound):
+        store.get("nope", 3, 9)
+    with pytest.raises(ObjectNotFound):
+        store.head("nope")
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a//b", "../x", "a/../b", "./a", "a/", ".levels3-tmp/x"])
+def test_invalid_keys_are_rejected(store: ObjectStore, key: str) -> None:
+    with pytest.raises(ConfigurationError):
+        store.put(key, b"x")
+    with pytest.raises(ValueError):  # ConfigurationError is a ValueError
+        store.get(key)
+
+
+# -- conditional requests -----------------------------------------------------
+
+
+def test_if_none_match_creates_only_once(store: ObjectStore) -> None:
+    store.put("LOCK", b"first", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put("LOCK", b"second", if_none_match=True)
+    assert store.get("LOCK") == b"first"
+
+
+def test_if_none_match_race_has_one_winner(store: ObjectStore) -> None:
+    winners: list[bytes] = []
+    losers: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def contend(i: int) -> None:
+        data = f"writer-{i}".encode()
+        barrier.wait()
+        try:
+            store.put("LOCK", data, if_none_match=True)
+            winners.append(data)
+        except PreconditionFailed as exc:
+            losers.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1 and len(losers) == 7
+    assert store.get("LOCK") == winners[0]
+
+
+def test_if_match_compare_and_swap(store: ObjectStore) -> None:
+    e1 = store.put("CURRENT", b"MANIFEST-1")
+    e2 = store.put("CURRENT", b"MANIFEST-2", if_match=e1)
+    assert e2 != e1
+    with pytest.raises(PreconditionFailed):
+        store.put("CURRENT", b"MANIFEST-3", if_match=e1)  # stale ETag
+    assert store.get("CURRENT") == b"MANIFEST-2"
+    with pytest.raises(PreconditionFailed):
+        store.put("absent", b"x", if_match=e2)  # nothing to replace
+
+
+def test_conditional_delete(store: ObjectStore) -> None:
+    etag = store.put("LOCK", b"lease")
+    with pytest.raises(PreconditionFailed):
+        store.delete("LOCK", if_match=store.put("other", b"o"))
+    assert store.get("LOCK") == b"lease"
+    store.delete("LOCK", if_match=etag)
+    with pytest.raises(ObjectNotFound):
+        store.head("LOCK")
+    with pytest.raises(PreconditionFailed):
+        store.delete("LOCK", if_match=etag)  # already gone: the condition cannot hold
+
+
+def test_probe_conditional_writes_passes_and_cleans_up(store: ObjectStore) -> None:
+    probe_conditional_writes(store)
+    assert list(store.list()) == []
+
+
+class _IgnoresConditions(LocalDirStore):
+    def put(self, key, data, *, if_none_match=False, if_match=None, metadata=None):  # type: ignore[override]
+        return super().put(key, data, metadata=metadata)
+
+
+class _AnswersNotImplemented(LocalDirStore):
+    def put(self, key, data, *, if_none_match=False, if_match=None, metadata=None):  # type: ignore[override]
+        if if_none_match or if_match:
+            err = StoreError("501 NotImplemented", operation="put", key=key)
+            err.status, err.code = 501, "NotImplemented"  # type: ignore[attr-defined]
+            raise err
+        return super().put(key, data, metadata=metadata)
+
+
+def test_probe_refuses_stores_without_conditional_writes(tmp_path) -> None:
+    with pytest.raises(StoreError, match="ignored If-None-Match"):
+        probe_conditional_writes(_IgnoresConditions(tmp_path / "a", create=True))
+    with pytest.raises(StoreError, match="does not support conditional writes"):
+        probe_conditional_writes(_AnswersNotImplemented(tmp_path / "b", create=True))
+
+
+def test_s3_answering_501_is_reported_clearly(mocked_aws) -> None:
+    from botocore.stub import Stubber
+
+    store = S3Store("bucket-501", "db", S3Options(region=REGION))
+    with Stubber(store.client) as stub:
+        stub.add_client_error("put_object", "NotImplemented", "A header you provided implies functionality that is not implemented", 501)
+        with pytest.raises(StoreError, match="does not support conditional writes"):
+            probe_conditional_writes(store)
+
+
+# -- local directory specifics ------------------------------------------------
+
+
+def test_local_missing_directory(tmp_path) -> None:
+    with pytest.raises(ObjectNotFound, match="no database directory at"):
+        LocalDirStore(tmp_path / "absent", create=False)
+    LocalDirStore(tmp_path / "absent", create=True)
+    assert (tmp_path / "absent").is_dir()
+
+
+def test_local_delete_prunes_empty_directories(tmp_path) -> None:
+    store = LocalDirStore(tmp_path, create=True)
+    store.put("a/b/c", b"1")
+    store.put("a/keep", b"2")
+    store.delete("a/b/c")
+    assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a").is_dir()
+    store.delete("a/keep")
+    assert not (tmp_path / "a").exists()
+    assert sorted(os.listdir(tmp_path)) == [".levels3-tmp"]
+
+
+def test_local_metadata_follows_the_current_version(tmp_path) -> None:
+    store = LocalDirStore(tmp_path, create=True)
+    store.put("k", b"1", metadata={"levels3-token": "t1"})
+    store.put("k", b"2")
+    assert store.head("k").metadata == {}
+    store.delete("k")
+    assert os.listdir(tmp_path / ".levels3-tmp" / "meta") == []
+    assert not [n for n in os.listdir(tmp_path / ".levels3-tmp") if n.endswith(".tmp")]
+
+
+def _create_worker(root: str, keys: list[str], barrier, results) -> None:
+    store = LocalDirStore(root, create=False)
+    won = []
+    for key in keys:
+        barrier.wait()
+        try:
+            store.put(key, str(os.getpid()).encode(), if_none_match=True)
+            won.append(key)
+        except PreconditionFailed:
+            pass
+    results.put(won)
+
+
+def _increment_worker(root: str, rounds: int) -> None:
+    store = LocalDirStore(root, create=False)
+    done = 0
+    while done < rounds:
+        info = store.head("counter")
+        value = int(store.get("counter"))
+        try:
+            store.put("counter", str(value + 1).encode(), if_match=info.etag)
+            done += 1
+        except PreconditionFailed:
+            continue  # lost the race: read again
+
+
+def test_local_if_none_match_across_processes(tmp_path) -> None:
+    LocalDirStore(tmp_path, create=True)
+    ctx = multiprocessing.get_context("fork")
+    keys = [f"LOCK-{i}" for i in range(20)]
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_create_worker, args=(str(tmp_path), keys, barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    won = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(won[0] + won[1]) == sorted(keys)  # every key won exactly once
+
+
+def test_local_compare_and_swap_across_processes(tmp_path) -> None:
+    LocalDirStore(tmp_path, create=True).put("counter", b"0")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_increment_worker, args=(str(tmp_path), 25)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    assert LocalDirStore(tmp_path, create=False).get("counter") == b"75"
+
+
+# -- S3 specifics ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["mock_aws", "moto_server"])
+def test_missing_bucket_fails_fast_and_clearly(where: str, request: pytest.FixtureRequest) -> None:
+    if where == "mock_aws":
+        request.getfixturevalue("mocked_aws")
+        options = S3Options(region=REGION)
+    else:
+        options = request.getfixturevalue("server_options")
+    counting = CountingStore(S3Store("levels3-no-such-bucket", "db", options))
+    store = RetryingStore(counting, max_attempts=5, base_delay=1.0)
+    began = time.monotonic()
+    for call in (lambda: store.get("CURRENT"), lambda: list(store.list()), lambda: store.put("LOCK", b"x", if_none_match=True)):
+        with pytest.raises(StoreError, match="bucket 'levels3-no-such-bucket' does not exist") as info:
+            call()
+        assert not isinstance(info.value, ObjectNotFound)
+    assert counting.total_requests == 3  # one attempt each: no retry storm
+    assert time.monotonic() - began < 5
+
+
+@pytest.fixture
+def moto_auth(moto_endpoint: str, server_bucket: str) -> Iterator[dict[str, str]]:
+    """Turn on moto's credential checking (off by default) for one test.
+
+    Yields the access key of a fresh IAM user that has no permissions at all.
+    """
+    iam = boto3.client("iam", endpoint_url=moto_endpoint, region_name=REGION)
+    user = f"levels3-{uuid.uuid4().hex[:12]}"
+    iam.create_user(UserName=user)
+    creds = iam.create_access_key(UserName=user)["AccessKey"]
+    requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+    try:
+        yield creds
+    finally:
+        requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unknown key", "access key is not known"),
+        ("wrong secret", "signature was rejected"),
+        ("no permission", "access denied"),
+    ],
+)
+def test_bad_credentials_fail_once_and_clearly(
+    case: str, message: str, moto_auth: dict[str, str], moto_endpoint: str, server_bucket: str, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    access_key, secret_key = {
+        "unknown key": ("AKIALEVELS3UNKNOWN01", "levels3-bogus-secret-Q7"),
+        "wrong secret": (moto_auth["AccessKeyId"], moto_auth["SecretAccessKey"] + "Q7"),
+        "no permission": (moto_auth["AccessKeyId"], moto_auth["SecretAccessKey"]),
+    }[case]
+    options = S3Options(endpoint_url=moto_endpoint, region=REGION, access_key=access_key, secret_key=secret_key)
+    counting = CountingStore(S3Store(server_bucket, "db", options))
+    store = RetryingStore(counting, max_attempts=4, base_delay=0.5)
+    with pytest.raises(StoreError, match=message) as info:
+        store.put("CURRENT", b"x")
+    assert counting.total_requests == 1 and not is_transient(info.value)
+    if case == "no permission":
+        assert server_bucket in str(info.value)
+    texts = [str(info.value), repr(info.value), str(info.value.__cause__), repr(options), repr(store)]
+    assert not [t for t in texts if secret_key in t or access_key in t]
+    assert secret_key not in caplog.text
+
+
+def test_secrets_never_appear(moto_endpoint: str, server_bucket: str, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret, token, access = "levels3-SECRET-key-9f8e7d", "levels3-SESSION-token-1a2b", "AKIALEVELS3ACCESSID"
+    options = S3Options(endpoint_url=moto_endpoint, region=REGION, access_key=access, secret_key=secret, session_token=token)
+    store = RetryingStore(CountingStore(S3Store(server_bucket, "db", options)), max_attempts=2, base_delay=0.01)
+    store.put("k", b"v", if_none_match=True)
+    store.get("k")
+    list(store.list())
+    store.head("k")
+    store.delete("k")
+    errors: list[BaseException] = []
+    for call in (lambda: store.get("missing"), lambda: S3Store("levels3-no-such-bucket", "db", options).get("k")):
+        with pytest.raises(StoreError) as info:
+            call()
+        errors.append(info.value)
+    texts = [repr(options), str(options), repr(store), store.url]
+    for err in errors:
+        texts += [str(err), repr(err), str(err.__cause__), repr(err.__cause__)]
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("levels3")]
+    assert ours, "the store should log its requests at DEBUG"
+    for text in texts + ours:
+        for value in (secret, token, access):
+            assert value not in text
+    # botocore's own DEBUG logs show the access key id and session token in request
+    # headers (not ours to change), but never the secret key.
+    assert secret not in caplog.text
+
+
+def test_open_store(tmp_path) -> None:
+    local = open_store(parse_location(str(tmp_path / "db")), S3Options(), create=True)
+    assert isinstance(local, LocalDirStore) and local.url == f"file://{tmp_path / 'db'}"
+    s3 = open_store(parse_location("s3://bucket/some/db"), S3Options(region=REGION), create=False)
+    assert isinstance(s3, S3Store) and s3.url == "s3://bucket/some/db" and repr(s3) == "S3Store('s3://bucket/some/db')"
+    s3.close()
+
+
+def test_is_transient_classification() -> None:
+    from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": ""}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+    for exc in (
+        client_error("InternalError", 500),
+        client_error("ServiceUnavailable", 503),
+        client_error("SlowDown", 503),
+        client_error("RequestTimeout", 400),
+        client_error("ThrottlingException", 400),
+        client_error("Whatever", 502),
+        ReadTimeoutError(endpoint_url="http://x"),
+        ConnectTimeoutError(endpoint_url="http://x"),
+        EndpointConnectionError(endpoint_url="http://x"),
+        ConnectionResetError(),
+        TimeoutError(),
+    ):
+        assert is_transient(exc), exc
+    for exc in (
+        client_error("AccessDenied", 403),
+        client_error("NoSuchBucket", 404),
+        client_error("PreconditionFailed", 412),
+        client_error("InvalidArgument", 400),
+        ValueError("x"),
+    ):
+        assert not is_transient(exc), exc
+
+
+# -- wrappers ---------------------------------------------------------------------
+
+
+def test_retry_recovers_from_transient_faults(store: ObjectStore) -> None:
+    faults = FaultInjectingStore(store, rate=0.3, seed=7)
+    retrying = RetryingStore(faults, max_attempts=12, base_delay=0.001, sleep=no_sleep)
+    etags = {}
+    for i in range(15):
+        etags[i] = retrying.put(f"{i:06d}.ldb", f"table {i}".encode(), if_none_match=True)
+    for i in range(15):
+        assert retrying.get(f"{i:06d}.ldb") == f"table {i}".encode()
+        assert retrying.head(f"{i:06d}.ldb").etag == etags[i]
+    assert [info.key for info in retrying.list()] == [f"{i:06d}.ldb" for i in range(15)]
+    current = retrying.put("CURRENT", b"1", if_none_match=True)
+    for n in range(2, 8):
+        current = retrying.put("CURRENT", str(n).encode(), if_match=current)
+    assert store.get("CURRENT") == b"7"
+    retrying.delete("CURRENT", if_match=current)
+    assert faults.injected > 5
+
+
+def test_retry_does_not_repeat_permanent_errors(store: ObjectStore) -> None:
+    counting = CountingStore(store)
+    retrying = RetryingStore(counting, max_attempts=5, base_delay=0.001, sleep=no_sleep)
+    with pytest.raises(ObjectNotFound):
+        retrying.get("absent")
+    retrying.put("LOCK", b"x", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        retrying.put("LOCK", b"y", if_none_match=True)
+    with pytest.raises(ConfigurationError):
+        retrying.put("../escape", b"y")
+    assert counting.requests == {"get": 1, "put": 3, "list": 0, "delete": 0, "head": 0}  # one call each
+
+
+def test_retry_gives_up_with_cause(tmp_path) -> None:
+    counting = CountingStore(FaultInjectingStore(LocalDirStore(tmp_path, create=True), rate=1.0, seed=1))
+    delays: list[float] = []
+    retrying = RetryingStore(counting, max_attempts=4, base_delay=0.1, max_delay=0.25, sleep=delays.append)
+    with pytest.raises(StoreError) as info:
+        retrying.put("k", b"v")
+    assert (info.value.operation, info.value.key) == ("put", "k")
+    assert isinstance(info.value.__cause__, InjectedFault)
+    assert "after 4 attempts" in str(info.value)
+    assert counting.requests["put"] == 4 and counting.errors == 4
+    assert len(delays) == 3 and all(0 <= d <= 0.25 for d in delays)  # full jitter, capped
+
+
+def _fail_once_after(store: ObjectStore) -> tuple[FaultInjectingStore, RetryingStore]:
+    """The first request lands but its answer is lost; every later one is clean."""
+    faults = FaultInjectingStore(store, rate=1.0, seed=3, kinds=("timeout",), when=("after",))
+
+    def heal(_: float) -> None:
+        faults.rate = 0.0
+
+    return faults, RetryingStore(faults, max_attempts=3, base_delay=0.001, sleep=heal)
+
+
+def test_landed_create_then_412_is_success(store: ObjectStore) -> None:
+    faults, retrying = _fail_once_after(store)
+    etag = retrying.put("LOCK", b"mine", if_none_match=True, metadata={"owner": "me"})
+    assert faults.injected == 1
+    info = store.head("LOCK")
+    assert etag == info.etag and store.get("LOCK") == b"mine"
+    assert info.metadata["owner"] == "me" and TOKEN_METADATA_KEY in info.metadata
+
+
+def test_landed_swap_then_412_is_success(store: ObjectStore) -> None:
+    first = store.put("CURRENT", b"MANIFEST-1")
+    faults, retrying = _fail_once_after(store)
+    etag = retrying.put("CURRENT", b"MANIFEST-2", if_match=first)
+    assert faults.injected == 1 and etag == store.head("CURRENT").etag and etag != first
+
+
+def test_landed_conditional_delete_is_success(store: ObjectStore) -> None:
+    etag = store.put("LOCK", b"lease")
+    faults, retrying = _fail_once_after(store)
+    retrying.delete("LOCK", if_match=etag)
+    assert faults.injected == 1
+    with pytest.raises(ObjectNotFound):
+        store.head("LOCK")
+
+
+def test_someone_elses_object_still_refuses_the_retry(store: ObjectStore) -> None:
+    store.put("LOCK", b"theirs", if_none_match=True)
+    faults = FaultInjectingStore(store, rate=1.0, seed=3, kinds=("503",), when=("before",))
+
+    def heal(_: float) -> None:
+        faults.rate = 0.0
+
+    retrying = RetryingStore(faults, max_attempts=3, base_delay=0.001, sleep=heal)
+    with pytest.raises(PreconditionFailed):
+        retrying.put("LOCK", b"mine", if_none_match=True)
+    assert store.get("LOCK") == b"theirs"
+
+
+def test_list_retry_yields_each_key_once(tmp_path) -> None:
+    class BreaksMidway(LocalDirStore):
+        broken = False
+
+        def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+            for n, info in enumerate(super().list(prefix)):
+                if n == 2 and not self.broken:
+                    self.broken = True
+                    raise InjectedFault("reset", operation="list", key=prefix, code="", status=0, landed=False)
+                yield info
+
+    inner = BreaksMidway(tmp_path, create=True)
+    for i in range(5):
+        inner.put(f"k{i}", b"x")
+    retrying = RetryingStore(inner, max_attempts=3, base_delay=0.001, sleep=no_sleep)
+    assert [i.key for i in retrying.list()] == [f"k{i}" for i in range(5)]
+    assert inner.broken
+
+
+def test_counting_snapshot(tmp_path) -> None:
+    counting = CountingStore(LocalDirStore(tmp_path, create=True))
+    counting.put("a", b"12345")
+    counting.put("b", b"678")
+    assert counting.get("a") == b"12345"
+    assert counting.get("a", 1, 3) == b"23"
+    counting.head("b")
+    with pytest.raises(ObjectNotFound):
+        counting.get("missing")
+    assert len(list(counting.list())) == 2
+    counting.delete("b")
+    snap = counting.snapshot()
+    assert snap["requests"] == {"get": 3, "put": 2, "list": 1, "delete": 1, "head": 1}
+    assert snap["total_requests"] == 8
+    assert snap["bytes_uploaded"] == 8 and snap["bytes_downloaded"] == 7
+    assert snap["errors"] == 1
+    assert set(snap["latency_ms"]["get"]) == {"p50", "p90", "p99"}
+    assert snap["latency_ms"]["get"]["p50"] <= snap["latency_ms"]["get"]["p99"]
+    counting.reset()
+    assert counting.snapshot()["total_requests"] == 0
+
+
+def test_counting_is_thread_safe(tmp_path) -> None:
+    counting = CountingStore(LocalDirStore(tmp_path, create=True))
+    counting.put("k", b"v")
+
+    def read() -> None:
+        for _ in range(200):
+            counting.get("k")
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counting.requests["get"] == 800 and counting.bytes_downloaded == 800
+
+
+class _Recording(LocalDirStore):
+    """Records the metadata every put carried, to see the retry token."""
+
+    seen: list[Mapping[str, str] | None]
+
+    def put(self, key, data, *, if_none_match=False, if_match=None, metadata=None):  # type: ignore[override]
+        self.seen.append(metadata)
+        return super().put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=metadata)
+
+
+def test_only_conditional_puts_carry_a_token(tmp_path) -> None:
+    inner = _Recording(tmp_path, create=True)
+    inner.seen = []
+    retrying = RetryingStore(inner, max_attempts=2, base_delay=0.001)
+    retrying.put("a", b"1")
+    retrying.put("b", b"1", if_none_match=True, metadata={"x": "y"})
+    assert inner.seen[0] is None
+    assert inner.seen[1]["x"] == "y" and len(inner.seen[1][TOKEN_METADATA_KEY]) == 32
