@@ -615,6 +615,7 @@ cdef class DB:
             handle = self._h
             self._h = None
             _open_databases.discard(self)
+            self._backend.begin_close()
             with nogil:
                 handle.free()  # the WAL and MANIFEST upload their tails here
             self._backend.close()
@@ -665,25 +666,41 @@ cdef class WriteBatch:
 
     def put(self, key, value):
         cdef Slice k
-        cdef Slice v = to_slice(value, "value")
+        cdef Slice v
+        cdef _Value holder
+        if not isinstance(key, bytes):
+            raise TypeError(f"key must be bytes, not {type(key).__name__}")
+        if type(value) is bytes:
+            v = Slice(PyBytes_AS_STRING(value), <size_t>PyBytes_GET_SIZE(value))
+        else:
+            holder = _Value()
+            holder.set(value)
+            v = holder.slice
+        self._db._check_open()
         if self._prefix:
-            key = self._prefix + key if isinstance(key, bytes) else key
+            key = self._prefix + key
         k = to_slice(key)
         self._batch.Put(k, v)
 
     def delete(self, key):
+        if not isinstance(key, bytes):
+            raise TypeError(f"key must be bytes, not {type(key).__name__}")
+        self._db._check_open()
         if self._prefix:
-            key = self._prefix + key if isinstance(key, bytes) else key
+            key = self._prefix + key
         self._batch.Delete(to_slice(key))
 
     def clear(self):
+        self._db._check_open()
         self._batch.Clear()
 
     def append(self, WriteBatch source not None):
         """Add every operation of another batch to this one."""
+        self._db._check_open()
         self._batch.Append(source._batch)
 
     def approximate_size(self):
+        self._db._check_open()
         return self._batch.ApproximateSize()
 
     def write(self):
@@ -697,12 +714,17 @@ cdef class WriteBatch:
         raise_for_status(st, self._db._backend)
 
     def __enter__(self):
+        self._db._check_open()
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        # As plyvel: the batch is empty afterwards, written or not.
+        self._db._check_open()
         if self._transaction and exc_type is not None:
-            return  # a transaction that raised writes nothing
+            self._batch.Clear()  # a transaction that raised writes nothing
+            return
         self.write()
+        self._batch.Clear()
 
 
 # ---------------------------------------------------------------------------
@@ -729,18 +751,19 @@ cdef class Snapshot:
         return self
 
     cdef inline int _check(self) except -1:
-        if self._snap == NULL:
-            raise RuntimeError("Snapshot is closed")
-        self._db._check_open()
+        if self._snap == NULL or self._db.closed:
+            raise RuntimeError("Database or snapshot is closed")
         return 0
 
     def get(self, key, default=None, *, verify_checksums=False, fill_cache=True):
-        self._check()
         cdef ldb.ReadOptions ro
         cdef string value
         cdef Status st
+        if not isinstance(key, bytes):
+            raise TypeError(f"key must be bytes, not {type(key).__name__}")
+        self._check()
         if self._prefix:
-            key = self._prefix + key if isinstance(key, bytes) else key
+            key = self._prefix + key
         cdef Slice k = to_slice(key)
         ro.verify_checksums = verify_checksums
         ro.fill_cache = fill_cache
@@ -761,13 +784,20 @@ cdef class Snapshot:
                              verify_checksums, fill_cache)
 
     def raw_iterator(self, *, verify_checksums=False, fill_cache=True):
-        """A raw iterator over the whole database as of this snapshot."""
+        """A raw iterator over the whole database as of this snapshot.
+
+        Like plyvel, it ignores the prefix of a PrefixedDB's snapshot.
+        """
         self._check()
         return RawIterator._new(self._db, self, verify_checksums, fill_cache)
 
+    def __iter__(self):
+        return self.iterator()
+
     def close(self):
-        if self._snap != NULL and self._db._h is not None and self._db._h.db != NULL:
-            self._db._h.db.ReleaseSnapshot(self._snap)
+        if self._snap != NULL and not self._db.closed:
+            with nogil:
+                self._db._h.db.ReleaseSnapshot(self._snap)
         self._snap = NULL
 
     release = close
@@ -815,7 +845,6 @@ cdef class PrefixedDB:
         self.db.delete(self._key(key), sync=sync)
 
     def write_batch(self, *, transaction=False, sync=False):
-        self.db._check_open()
         return WriteBatch._new(self.db, self.prefix, transaction, sync)
 
     def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
@@ -865,7 +894,7 @@ cdef class _BaseIterator:
 
     cdef inline int _check(self) except -1:
         if self._it == NULL:
-            raise RuntimeError("Iterator is closed")
+            raise RuntimeError("Database or iterator is closed")
         return 0
 
     cdef inline int _check_status(self) except -1:
@@ -891,24 +920,39 @@ cdef class _BaseIterator:
             self._it = NULL
 
 
+cdef enum _Position:
+    # Where an Iterator is, in plyvel's terms (the C++ iterator's place in brackets).
+    BEFORE_START    # before the first entry of the range
+    AFTER_STOP      # after the last entry of the range
+    IN_BETWEEN      # just after the entry last returned [on that entry]
+    SEEKED          # just before the entry found by seek() [on that entry]
+
+
 cdef class Iterator(_BaseIterator):
     """Python iterator over a key range, movable both ways (plyvel.Iterator).
 
-    It sits in a gap between two entries: next() returns the entry after the
-    gap and moves past it, prev() returns the entry before it and moves back.
-    On a reverse iterator the two swap roles.  The C++ iterator always points
-    at the entry just after the gap, unless `_past_end` is set.
+    The position is a gap between two entries. next() on a forward iterator
+    returns the entry after the gap and moves past it; prev() returns the entry
+    before it and moves back; on a reverse iterator the two swap roles.
+    seek_to_start() and seek_to_stop() go to the ends of the key range
+    (not of the iteration direction), exactly as in plyvel.
+
+    This is plyvel 1.5.1's state machine, with three of its bugs fixed (each
+    marked "plyvel bug" below): it never returns an entry outside the range.
     """
     cdef bytes _start
     cdef bytes _stop
+    cdef Slice _start_slice
+    cdef Slice _stop_slice
     cdef bint _include_start
     cdef bint _include_stop
     cdef bint _reverse
     cdef bint _include_key
     cdef bint _include_value
-    cdef bint _past_end
+    cdef _Position _state
     cdef size_t _strip  # length of a PrefixedDB's prefix, cut from returned keys
     cdef bytes _db_prefix
+    cdef const ldb.Comparator* _order
 
     def __init__(self, *args, **kwargs):
         raise TypeError("use db.iterator()")
@@ -918,28 +962,33 @@ cdef class Iterator(_BaseIterator):
                        bint include_start, bint include_stop, prefix, bint include_key,
                        bint include_value, bint verify_checksums, bint fill_cache):
         cdef Iterator self = Iterator.__new__(Iterator)
-        if not include_key and not include_value:
-            raise TypeError("'include_key' and 'include_value' cannot both be False")
         for what, value in (("start", start), ("stop", stop), ("prefix", prefix)):
             if value is not None and not isinstance(value, bytes):
                 raise TypeError(f"{what} must be bytes or None, not {type(value).__name__}")
+        if db_prefix:
+            # Move the range into the prefixed key space and keep it inside it.
+            if prefix is not None:
+                prefix = db_prefix + prefix
+            else:
+                if start is None:
+                    start, include_start = db_prefix, True
+                else:
+                    start = db_prefix + start
+                if stop is None:
+                    stop, include_stop = successor(db_prefix), False
+                else:
+                    stop = db_prefix + stop
         if prefix is not None:
             if start is not None or stop is not None:
                 raise TypeError("'prefix' cannot be used together with 'start' or 'stop'")
             start, stop = prefix, successor(prefix)
             include_start, include_stop = True, False
-        if db_prefix:
-            # Move the range into the prefixed key space and keep it inside it.
-            if start is None:
-                start, include_start = db_prefix, True
-            else:
-                start = db_prefix + start
-            if stop is None:
-                stop, include_stop = successor(db_prefix), False
-            else:
-                stop = db_prefix + stop
         self._start = start
         self._stop = stop
+        if start is not None:
+            self._start_slice = to_slice(start)
+        if stop is not None:
+            self._stop_slice = to_slice(stop)
         self._include_start = include_start
         self._include_stop = include_stop
         self._reverse = reverse
@@ -947,128 +996,175 @@ cdef class Iterator(_BaseIterator):
         self._include_value = include_value
         self._strip = len(db_prefix)
         self._db_prefix = db_prefix
+        self._order = db._h.order
         self._init(db, snapshot, verify_checksums, fill_cache)
-        if reverse:
-            self._past_end = True
-        else:
-            self._seek_gap_to_lower()
+        self._state = AFTER_STOP if reverse else BEFORE_START
         return self
 
-    cdef inline int _compare(self, Slice key, bytes bound):
-        return self._db._h.order.Compare(key, Slice(PyBytes_AS_STRING(bound),
-                                                     <size_t>PyBytes_GET_SIZE(bound)))
-
-    cdef inline bint _above_lower(self, Slice key):
+    cdef inline bint _before_start(self, Slice key):
+        """Whether key lies before the range (below start, or on an excluded start)."""
         if self._start is None:
-            return True
-        cdef int c = self._compare(key, self._start)
-        return c > 0 or (c == 0 and self._include_start)
+            return False
+        cdef int c = self._order.Compare(key, self._start_slice)
+        return c < 0 or (c == 0 and not self._include_start)
 
-    cdef inline bint _below_upper(self, Slice key):
+    cdef inline bint _after_stop(self, Slice key):
         if self._stop is None:
-            return True
-        cdef int c = self._compare(key, self._stop)
-        return c < 0 or (c == 0 and self._include_stop)
-
-    cdef void _seek_gap_to_lower(self):
-        self._past_end = False
-        if self._start is None:
-            self._it.SeekToFirst()
-            return
-        self._it.Seek(to_slice(self._start))
-        if not self._include_start and self._it.Valid() and \
-                self._compare(self._it.key(), self._start) == 0:
-            self._it.Next()
+            return False
+        cdef int c = self._order.Compare(key, self._stop_slice)
+        return c > 0 or (c == 0 and not self._include_stop)
 
     cdef object _current(self):
         cdef Slice k
         cdef Slice v
+        key = value = None
         if self._include_key:
             k = self._it.key()
             key = PyBytes_FromStringAndSize(k.data() + self._strip, k.size() - self._strip)
-            if not self._include_value:
-                return key
-        v = self._it.value()
-        value = PyBytes_FromStringAndSize(v.data(), v.size())
-        if not self._include_key:
-            return value
-        return (key, value)
+        if self._include_value:
+            v = self._it.value()
+            value = PyBytes_FromStringAndSize(v.data(), v.size())
+        if self._include_key and self._include_value:
+            return (key, value)
+        # Both False gives None for every entry, as in plyvel.
+        return key if self._include_key else value
 
-    cdef object _forward(self):
-        if self._past_end or not self._it.Valid() or not self._below_upper(self._it.key()):
-            self._check_status()
-            self._past_end = True
+    cdef object _real_next(self):
+        cdef ldb.Iterator* it = self._it
+        if self._state == IN_BETWEEN:
+            with nogil:
+                it.Next()
+            if not it.Valid():
+                self._check_status()
+                self._state = AFTER_STOP
+                raise StopIteration
+        elif self._state == SEEKED:
+            self._state = IN_BETWEEN
+        elif self._state == BEFORE_START:
+            with nogil:
+                if self._start is None:
+                    it.SeekToFirst()
+                else:
+                    it.Seek(self._start_slice)
+            if it.Valid() and self._start is not None and not self._include_start \
+                    and self._order.Compare(it.key(), self._start_slice) == 0:
+                with nogil:
+                    it.Next()
+            if not it.Valid():
+                self._check_status()
+                raise StopIteration
+            self._state = IN_BETWEEN
+        else:  # AFTER_STOP
             raise StopIteration
-        item = self._current()
-        self._it.Next()
-        return item
-
-    cdef object _backward(self):
-        if self._past_end or not self._it.Valid():
-            self._past_end = False
-            if self._stop is None:
-                self._it.SeekToLast()
-            else:
-                self._it.Seek(to_slice(self._stop))
-                if not self._it.Valid():
-                    self._it.SeekToLast()
-                elif not (self._include_stop and self._compare(self._it.key(), self._stop) == 0):
-                    self._it.Prev()
-        else:
-            self._it.Prev()
-        if not self._it.Valid() or not self._above_lower(self._it.key()):
-            self._check_status()
-            self._seek_gap_to_lower()  # nothing before the gap: back to the start
+        self._check_status()
+        if self._after_stop(it.key()):
+            self._state = AFTER_STOP
             raise StopIteration
         return self._current()
+
+    cdef object _real_prev(self):
+        cdef ldb.Iterator* it = self._it
+        if self._state == IN_BETWEEN:
+            pass
+        elif self._state == SEEKED:
+            with nogil:
+                it.Prev()
+            if not it.Valid():
+                self._check_status()
+                self._state = BEFORE_START
+                raise StopIteration
+            self._check_status()
+            if self._before_start(it.key()):
+                # plyvel bug: after seek() to or below start, plyvel returns
+                # entries before the range here.
+                self._state = BEFORE_START
+                raise StopIteration
+        elif self._state == BEFORE_START:
+            raise StopIteration
+        else:  # AFTER_STOP
+            with nogil:
+                if self._stop is None:
+                    it.SeekToLast()
+                else:
+                    it.Seek(self._stop_slice)
+                    if not it.Valid():
+                        it.SeekToLast()
+                    elif not self._include_stop:
+                        it.Prev()
+            if it.Valid() and self._stop is not None \
+                    and self._order.Compare(it.key(), self._stop_slice) > 0:
+                with nogil:
+                    it.Prev()
+            if not it.Valid():
+                self._check_status()
+                raise StopIteration
+            if self._before_start(it.key()):
+                # plyvel bug: plyvel also stops here when the entry *is* an
+                # included start key, so reverse iteration can miss it.
+                raise StopIteration
+            self._check_status()
+        out = self._current()
+        with nogil:
+            it.Prev()
+        if not it.Valid() or self._before_start(it.key()):
+            self._state = BEFORE_START
+        else:
+            self._state = IN_BETWEEN
+        self._check_status()
+        return out
 
     def __iter__(self):
         return self
 
     def __next__(self):
         self._check()
-        return self._backward() if self._reverse else self._forward()
+        return self._real_prev() if self._reverse else self._real_next()
 
     def prev(self):
         """Move one entry against the iteration direction and return it."""
         self._check()
-        return self._forward() if self._reverse else self._backward()
+        return self._real_next() if self._reverse else self._real_prev()
 
     def seek_to_start(self):
-        """Rewind: the next call to next() returns the first entry of the range."""
+        """Move before the first entry of the key range (for a reverse iterator: its end)."""
         self._check()
-        if self._reverse:
-            self._past_end = True
-        else:
-            self._seek_gap_to_lower()
+        self._state = BEFORE_START
 
     def seek_to_stop(self):
-        """Fast-forward: the next call to next() raises StopIteration."""
+        """Move after the last entry of the key range (for a reverse iterator: its beginning)."""
         self._check()
-        if self._reverse:
-            self._seek_gap_to_lower()
-        else:
-            self._past_end = True
+        self._state = AFTER_STOP
 
     def seek(self, target):
-        """Move to the gap before the first key >= target (clamped to the range).
+        """Move to just before the first entry >= target, with target clamped to the range.
 
-        Afterwards next() returns that key on a forward iterator, and the last
-        key < target on a reverse one.
+        Afterwards next() returns that entry on a forward iterator, and the
+        entry before it on a reverse one.
         """
-        self._check()
         if not isinstance(target, bytes):
             raise TypeError(f"target must be bytes, not {type(target).__name__}")
+        self._check()
         if self._db_prefix:
             target = self._db_prefix + target
         cdef Slice t = to_slice(target)
-        if self._start is not None and not self._above_lower(t):
-            self._seek_gap_to_lower()
+        cdef ldb.Iterator* it = self._it
+        if self._start is not None and self._order.Compare(t, self._start_slice) < 0:
+            t = self._start_slice
+        if self._stop is not None and self._order.Compare(t, self._stop_slice) > 0:
+            t = self._stop_slice
+        with nogil:
+            it.Seek(t)
+        if it.Valid() and self._start is not None and not self._include_start \
+                and self._order.Compare(it.key(), self._start_slice) == 0:
+            # plyvel bug: plyvel's next() then returns the excluded start key.
+            with nogil:
+                it.Next()
+        if not it.Valid():
+            self._check_status()
+            self._state = AFTER_STOP
             return
-        self._past_end = False
-        self._it.Seek(t)
-        if not self._it.Valid() or not self._below_upper(self._it.key()):
-            self._past_end = True
+        self._state = SEEKED
+        self._check_status()
 
 
 cdef class RawIterator(_BaseIterator):
@@ -1095,27 +1191,33 @@ cdef class RawIterator(_BaseIterator):
 
     def seek_to_first(self):
         self._check()
-        self._it.SeekToFirst()
+        with nogil:
+            self._it.SeekToFirst()
         self._check_status()
 
     def seek_to_last(self):
         self._check()
-        self._it.SeekToLast()
+        with nogil:
+            self._it.SeekToLast()
         self._check_status()
 
     def seek(self, target):
+        cdef Slice t = to_slice(target, "target")
         self._check()
-        self._it.Seek(to_slice(target, "target"))
+        with nogil:
+            self._it.Seek(t)
         self._check_status()
 
     def next(self):
         self._check_valid()
-        self._it.Next()
+        with nogil:
+            self._it.Next()
         self._check_status()
 
     def prev(self):
         self._check_valid()
-        self._it.Prev()
+        with nogil:
+            self._it.Prev()
         self._check_status()
 
     def key(self):

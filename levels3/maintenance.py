@@ -29,7 +29,7 @@ def destroy_db(name: Any, *, options: S3Options | None = None, **kwargs: Any) ->
     backend = Backend.open(name, options, store_options, create_if_missing=False)
     try:
         _native._run_destroy(backend, config)
-        backend.delete_unowned_leftovers()
+        backend.delete_all()
     finally:
         backend.close()
 

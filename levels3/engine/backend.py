@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any, Mapping
 
-from ..errors import ConfigurationError, IOError, ObjectNotFound, PreconditionFailed, StoreError
+from ..errors import ConfigurationError, IOError, LeaseLostError, ObjectNotFound, PreconditionFailed, StoreError
 from ..lock import LeaseLock
 from ..options import Location, S3Options, parse_location
 from ..stores import open_store
@@ -21,7 +20,7 @@ from ..stores.counting import CountingStore
 from ..stores.retry import RetryingStore
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
-from .layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, segment_key
+from .layout import CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key
 
 log = logging.getLogger("levels3.backend")
 
@@ -64,9 +63,11 @@ class Backend:
         self.cache = cache
         self.lease = lease
         self.catalog = Catalog()
+        self.epoch = 0  # this writer's epoch, set by fence()
+        self.current_etag: str | None = None  # the CURRENT version we committed or fenced
+        self.closing = False
         self._closed = False
         self._failures: list[str] = []  # uploads that failed where LevelDB cannot report them
-        self._lock = threading.Lock()
 
     # -- opening and closing ---------------------------------------------------
 
@@ -84,9 +85,13 @@ class Backend:
             lease.acquire()
             cache = LocalCache(opts.cache_dir, opts.max_cache_bytes)
             backend = cls(location, opts, store, counters, cache, lease)
+            backend.fence()
             backend.catalog = Catalog.load(store)
+            if backend.current_etag is None:
+                # A new database: no CURRENT to fence; stay above anything a failed creation left.
+                backend.epoch = backend.catalog.max_epoch + 1
             cache.adopt({r.name: r.fingerprint for r in backend.catalog.records()})
-            log.info("opened %s (cache %s)", location.url, cache.directory)
+            log.info("opened %s as writer epoch %d (cache %s)", location.url, backend.epoch, cache.directory)
             return backend
         except BaseException:
             if cache is not None:
@@ -96,6 +101,31 @@ class Backend:
             store.close()
             raise
 
+    def fence(self) -> None:
+        """Claim the next writer epoch by rewriting CURRENT with If-Match.
+
+        Epochs form a compare-and-swap chain on CURRENT, so each writer's is unique
+        and higher than every earlier writer's; and from here on a writer that lost
+        its lease can no longer commit (its If-Match on CURRENT fails).
+        """
+        while True:
+            self._check_lease()
+            try:
+                info = self.store.head(CURRENT_NAME)
+            except ObjectNotFound:
+                self.current_etag = None
+                return
+            body = self.store.get(CURRENT_NAME)
+            epoch = int(info.metadata.get(EPOCH_METADATA, "0") or 0) + 1
+            try:
+                self.current_etag = self.store.put(CURRENT_NAME, body, if_match=info.etag,
+                                                   metadata={EPOCH_METADATA: str(epoch)})
+            except PreconditionFailed:
+                log.info("CURRENT changed while fencing %s; retrying", self.location.url)
+                continue
+            self.epoch = epoch
+            return
+
     @property
     def local_dir(self) -> str:
         return self.cache.directory
@@ -104,20 +134,36 @@ class Backend:
     def lease_lost(self) -> bool:
         return self.lease is not None and not self.lease.valid
 
+    def begin_close(self) -> None:
+        """LevelDB is about to be deleted: its last WAL tail must now be uploaded."""
+        self.closing = True
+
     def close(self) -> None:
-        """After LevelDB is gone: release the lease, tidy the cache, report lost uploads."""
+        """After LevelDB is gone: send rolled-over WAL tails, release the lease, tidy the cache."""
         if self._closed:
             return
         self._closed = True
+        self.closing = True
         try:
+            for record in self.catalog.records():
+                if record.unsent_tail:
+                    self._send_tail(record)
             if self.lease is not None:
                 self.lease.release()
         finally:
             self.cache.close()
             self.store.close()
         if self._failures:
-            raise IOError("some data written since the last sync could not be uploaded at close: "
+            raise IOError("data written since the last sync could not be uploaded at close: "
                           + "; ".join(self._failures))
+
+    def _send_tail(self, record: FileRecord) -> None:
+        try:
+            size = os.path.getsize(self.cache.path(record.name))
+            self._upload_tail(record, size)
+            record.unsent_tail = False
+        except BaseException as exc:
+            self._failures.append(f"{record.name}: {exc}")
 
     def stats(self) -> dict[str, Any]:
         counters = self.counters.snapshot()
@@ -176,27 +222,13 @@ class Backend:
     # -- Env callbacks -------------------------------------------------------------
 
     def open_read(self, name: str) -> str:
-        if name == CURRENT_NAME:
-            return self._fetch_current()
         record = self.catalog.get(name)
-        if record is None or record.writing:
+        if record is None or record.writing or record.unsent_tail:
             path = self.cache.pin_local(name)
             if path is None:
                 raise ObjectNotFound(f"{name} does not exist", operation="open", key=name)
             return path
         path = self.cache.open_cached(name, record.fingerprint)
-        return path if path is not None else self._fetch(record)
-
-    def _fetch_current(self) -> str:
-        # CURRENT is the commit point: always read the store's version.
-        try:
-            info = self.store.head(CURRENT_NAME)
-        except ObjectNotFound:
-            self.catalog.pop(CURRENT_NAME)
-            raise
-        record = FileRecord(CURRENT_NAME, [StoredObject(CURRENT_NAME, 0, info.size, info.etag)])
-        self.catalog.put(record)
-        path = self.cache.open_cached(CURRENT_NAME, record.fingerprint)
         return path if path is not None else self._fetch(record)
 
     def release_read(self, name: str) -> None:
@@ -206,13 +238,14 @@ class Backend:
         kind = kind_of(name)
         if not kind.local_only:
             self._check_lease()
-            stale = self.catalog.pop(name)
-            if stale is not None and stale.objects:
-                # LevelDB never reuses a live file number; this is what a writer that
-                # crashed before committing left behind. We hold the lease, so it is ours.
-                log.warning("replacing %s left by an earlier writer", name)
-                self._delete_objects(stale)
-            self.catalog.put(FileRecord(name, writing=True))
+            older = self.catalog.get(name)
+            if older is not None and older.objects:
+                # An earlier epoch's object of this name was never committed (LevelDB
+                # never reuses a live file number). It is left alone: never read, and
+                # removed later by gc.
+                log.info("%s from writer epoch %d is superseded", name, older.epoch)
+                self.catalog.garbage.extend(older.objects)
+            self.catalog.put(FileRecord(name, self.epoch, writing=True))
         return self.cache.start_write(name)
 
     def persist(self, name: str, size: int, final: bool) -> None:
@@ -224,6 +257,14 @@ class Backend:
         record = self.catalog.get(name)
         if record is None:
             raise IOError(f"{name} was removed while it was being written")
+        if kind is FileKind.WAL and final and not self.closing:
+            # A WAL rolls over when its memtable goes to a table: that table will
+            # carry these bytes to the store, so the unsynced tail is not uploaded
+            # now (it would be deleted moments later). close() sends it if the
+            # table did not make it first.
+            record.writing = False
+            record.unsent_tail = size > record.size
+            return
         try:
             if kind.segmented:
                 self._upload_tail(record, size)
@@ -243,7 +284,7 @@ class Backend:
         if size <= start:
             return
         self._check_lease()
-        key = segment_key(record.name, start)
+        key = object_key(record.name, record.epoch, start)
         data = self._read_local(record.name, start, size)
         etag = self.store.put(key, data, if_none_match=True)
         record.objects.append(StoredObject(key, start, len(data), etag))
@@ -253,12 +294,13 @@ class Backend:
             return  # already uploaded (Close after an earlier final persist)
         self._check_lease()
         self._check_size(record.name, size)
+        key = object_key(record.name, record.epoch)
         data = self._read_local(record.name, 0, size)
         try:
-            etag = self.store.put(record.name, data, if_none_match=True)
+            etag = self.store.put(key, data, if_none_match=True)
         except PreconditionFailed:
-            raise IOError(f"{record.name} already exists in the store: another writer is active") from None
-        record.objects.append(StoredObject(record.name, 0, size, etag))
+            raise IOError(f"{key} already exists in the store: another writer used this epoch") from None
+        record.objects.append(StoredObject(key, 0, size, etag))
 
     def remove(self, name: str) -> None:
         kind = kind_of(name)
@@ -284,15 +326,28 @@ class Backend:
         self._move(src, dst)
 
     def _commit_current(self, temp_name: str) -> None:
-        """Publish a new CURRENT: the single atomic PUT that commits a version."""
+        """Publish a new CURRENT: the single atomic PUT that commits a version.
+
+        If-Match on the version this writer fenced or last committed: a writer
+        that lost the database to another can never commit again.
+        """
         self._check_lease()
         size = self.cache.local_size(temp_name)
         if size is None:
             raise ObjectNotFound(f"{temp_name} does not exist", operation="rename", key=temp_name)
         data = self._read_local(temp_name, 0, size)
-        etag = self.store.put(CURRENT_NAME, data)
+        metadata = {EPOCH_METADATA: str(self.epoch)}
+        try:
+            if self.current_etag is None:
+                etag = self.store.put(CURRENT_NAME, data, if_none_match=True, metadata=metadata)
+            else:
+                etag = self.store.put(CURRENT_NAME, data, if_match=self.current_etag, metadata=metadata)
+        except PreconditionFailed:
+            raise LeaseLostError(f"CURRENT of {self.location.url} was changed by another writer; "
+                                 "this writer has been fenced out") from None
+        self.current_etag = etag
         self.cache.rename(temp_name, CURRENT_NAME)
-        record = FileRecord(CURRENT_NAME, [StoredObject(CURRENT_NAME, 0, size, etag)])
+        record = FileRecord(CURRENT_NAME, self.epoch, [StoredObject(CURRENT_NAME, 0, size, etag)])
         self.cache.set_fingerprint(CURRENT_NAME, record.fingerprint)
         self.catalog.put(record)
 
@@ -308,8 +363,9 @@ class Backend:
                 data = f.read()
         finally:
             self.release_read(src)
-        etag = self.store.put(dst, data)
-        self.catalog.put(FileRecord(dst, [StoredObject(dst, 0, len(data), etag)]))
+        key = object_key(dst, self.epoch)
+        etag = self.store.put(key, data)
+        self.catalog.put(FileRecord(dst, self.epoch, [StoredObject(key, 0, len(data), etag)]))
         self.catalog.pop(src)
         self._delete_objects(record)
         self.cache.discard(src)
@@ -319,7 +375,7 @@ class Backend:
 
     def size(self, name: str) -> int:
         record = self.catalog.get(name)
-        if record is not None and not record.writing:
+        if record is not None and not record.writing and not record.unsent_tail:
             return record.size
         local = self.cache.local_size(name)
         if local is None:
@@ -334,16 +390,12 @@ class Backend:
     def unlock(self) -> None:
         """LevelDB unlocks before its last uploads run; the lease is released in close()."""
 
-    def delete_unowned_leftovers(self) -> None:
-        """After DestroyDB: remove objects of ours that LevelDB did not list (e.g. CURRENT)."""
+    def delete_all(self) -> None:
+        """After DestroyDB: remove every object of ours that is left (CURRENT, superseded ones)."""
+        self._check_lease()
         for record in self.catalog.records():
             self._delete_objects(record)
             self.catalog.pop(record.name)
-
-
-def open_backend(name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
-                 create_if_missing: bool) -> Backend:
-    return Backend.open(name, options, overrides, create_if_missing=create_if_missing)
-
-
-__all__ = ["Backend", "open_backend", "resolve_options", "build_store", "StoreError"]
+        for obj in self.catalog.garbage:
+            self.store.delete(obj.key)
+        self.catalog.garbage.clear()

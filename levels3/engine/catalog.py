@@ -27,11 +27,13 @@ class StoredObject:
 
 @dataclass
 class FileRecord:
-    """One LevelDB file: the objects that hold it, in offset order."""
+    """One LevelDB file: the objects that hold it, in offset order, all of one epoch."""
 
     name: str
+    epoch: int = 0
     objects: list[StoredObject] = field(default_factory=list)
     writing: bool = False  # being written by this process; the local file is authoritative
+    unsent_tail: bool = False  # a WAL rolled over with bytes never uploaded (sent at close)
 
     @property
     def size(self) -> int:
@@ -40,31 +42,45 @@ class FileRecord:
     @property
     def fingerprint(self) -> str:
         """Identifies this exact content; a cached copy is valid only if it matches."""
-        return "|".join(f"{o.offset}:{o.size}:{o.etag}" for o in self.objects)
+        return "|".join(f"{o.key}:{o.size}:{o.etag}" for o in self.objects)
 
 
 class Catalog:
     def __init__(self) -> None:
         self._files: dict[str, FileRecord] = {}
         self._lock = threading.Lock()
+        self.garbage: list[StoredObject] = []  # superseded objects: never read, removed by gc
 
     @classmethod
     def load(cls, store: ObjectStore) -> "Catalog":
+        """One LIST: for each file the highest epoch holds the live version; older
+        epochs' objects of the same name (left by a crashed or fenced writer) are
+        never read and are only remembered as garbage."""
         catalog = cls()
+        versions: dict[tuple[str, int], FileRecord] = {}
         for info in store.list(""):
             parsed = parse_key(info.key)
             if parsed is None:
                 continue
-            name, offset = parsed
-            record = catalog._files.setdefault(name, FileRecord(name))
-            record.objects.append(StoredObject(info.key, offset or 0, info.size, info.etag))
-        for record in catalog._files.values():
+            record = versions.setdefault((parsed.name, parsed.epoch), FileRecord(parsed.name, parsed.epoch))
+            record.objects.append(StoredObject(info.key, parsed.offset or 0, info.size, info.etag))
+        for (name, _epoch), record in sorted(versions.items()):
             record.objects.sort(key=lambda o: o.offset)
+            older = catalog._files.get(name)
+            if older is not None:
+                catalog.garbage.extend(older.objects)
             catalog._drop_after_gap(record)
+            catalog._files[name] = record
         return catalog
 
-    @staticmethod
-    def _drop_after_gap(record: FileRecord) -> None:
+    @property
+    def max_epoch(self) -> int:
+        """The highest writer epoch any object of ours carries (0 for none)."""
+        with self._lock:
+            keys = [o.key for r in self._files.values() for o in r.objects] + [o.key for o in self.garbage]
+        return max([p.epoch for p in map(parse_key, keys) if p is not None] + [0])
+
+    def _drop_after_gap(self, record: FileRecord) -> None:
         # Segments are uploaded in order and a failed upload stops the writer, so
         # a gap means the bytes after it were never acknowledged: they are not part
         # of the file (and LevelDB's record checksums would reject a torn tail).
@@ -73,6 +89,7 @@ class Catalog:
             if obj.offset != expected:
                 log.warning("%s: segment at offset %d follows a gap at %d; ignoring the rest",
                             record.name, obj.offset, expected)
+                self.garbage.extend(record.objects[index:])
                 del record.objects[index:]
                 return
             expected += obj.size

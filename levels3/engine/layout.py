@@ -1,12 +1,19 @@
 """How each LevelDB file maps onto objects (GUIDE section 2).
 
-- tables (``NNNNNN.ldb``/``.sst``) and anything else durable: one object, named
-  like the file, written once;
+Every object a writer uploads carries that writer's *epoch*: a number that grows
+with each writer session (one more than any epoch the store has seen when the
+writer took the lease). Two writers, even a fenced zombie and its successor,
+therefore never write the same key, and when a file name exists in several
+epochs the highest one is the live one.
+
+- tables (``NNNNNN.ldb``/``.sst``) and other durable files:
+  ``w<epoch>/<name>``, one object written once (``If-None-Match: *``);
 - the WAL (``NNNNNN.log``) and ``MANIFEST-NNNNNN``: append-only files stored as
-  immutable segments ``<name>/<offset, 20 digits>``, each holding only the bytes
+  immutable segments ``w<epoch>/<name>/<offset>``, each holding only the bytes
   written since the previous upload;
-- ``CURRENT``: one object, replaced atomically; it is the commit point;
-- ``LOCK``: the lease object (levels3.lock), not a LevelDB file here;
+- ``CURRENT``: one object at the top, replaced with ``If-Match``: the commit
+  point, carrying the committing writer's epoch in its metadata;
+- ``LOCK``: the lease object (levels3.lock);
 - ``*.dbtmp`` and the info log (``LOG``, ``LOG.old``): local only.
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import NamedTuple
 
 
 class FileKind(enum.Enum):
@@ -37,14 +45,15 @@ class FileKind(enum.Enum):
 
 LOCK_KEY = "LOCK"
 CURRENT_NAME = "CURRENT"
+EPOCH_METADATA = "levels3-epoch"  # on CURRENT: the epoch of the writer that committed it
+_EPOCH_DIGITS = 8
 _OFFSET_DIGITS = 20
 
 _TABLE = re.compile(r"\d+\.(ldb|sst)")
 _WAL = re.compile(r"\d+\.log")
 _MANIFEST = re.compile(r"MANIFEST-\d+")
 _TEMP = re.compile(r"\d+\.dbtmp")
-_SEGMENT = re.compile(r"(\d+\.log|MANIFEST-\d+)/(\d{%d})" % _OFFSET_DIGITS)
-_ARCHIVED = re.compile(r"lost/[^/]+")
+_OBJECT = re.compile(r"w(\d{%d})/((?:lost/)?[^/]+)(?:/(\d{%d}))?" % (_EPOCH_DIGITS, _OFFSET_DIGITS))
 
 
 def kind_of(name: str) -> FileKind:
@@ -66,17 +75,32 @@ def kind_of(name: str) -> FileKind:
     return FileKind.OTHER
 
 
-def segment_key(name: str, offset: int) -> str:
-    return f"{name}/{offset:0{_OFFSET_DIGITS}d}"
+class ObjectName(NamedTuple):
+    """What an object key says: the file, the writer epoch, the segment offset."""
+
+    name: str
+    epoch: int
+    offset: int | None  # None for a whole object
 
 
-def parse_key(key: str) -> tuple[str, int | None] | None:
-    """Object key -> (file name, segment offset or None); None for keys levels3 does not own."""
-    match = _SEGMENT.fullmatch(key)
-    if match:
-        return match.group(1), int(match.group(2))
-    if "/" in key:
-        return (key, None) if _ARCHIVED.fullmatch(key) else None
-    if kind_of(key) in (FileKind.TABLE, FileKind.CURRENT):
-        return key, None
-    return None
+def object_key(name: str, epoch: int, offset: int | None = None) -> str:
+    """The key of a whole object (offset None) or of the segment starting at offset."""
+    if name == CURRENT_NAME:
+        return CURRENT_NAME
+    base = f"w{epoch:0{_EPOCH_DIGITS}d}/{name}"
+    return base if offset is None else f"{base}/{offset:0{_OFFSET_DIGITS}d}"
+
+
+def parse_key(key: str) -> ObjectName | None:
+    """Object key -> ObjectName; None for keys levels3 does not own (LOCK included)."""
+    if key == CURRENT_NAME:
+        return ObjectName(CURRENT_NAME, 0, None)
+    match = _OBJECT.fullmatch(key)
+    if match is None:
+        return None
+    name = match.group(2)
+    offset = match.group(3)
+    kind = kind_of(name)
+    if kind.segmented != (offset is not None) or kind in (FileKind.CURRENT, FileKind.LOCK) or kind.local_only:
+        return None
+    return ObjectName(name, int(match.group(1)), None if offset is None else int(offset))

@@ -125,18 +125,17 @@ class CountingStore(ObjectStore):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         began = time.monotonic()
         seen = 0
+        failed = False
         try:
             for info in self.inner.list(prefix):
                 seen += 1
                 yield info
-        except BaseException as exc:
-            if not isinstance(exc, GeneratorExit):
-                self._record("list", began, requests=max(1, math.ceil(seen / LIST_PAGE_SIZE)), error=True)
-                raise
-            # Abandoned early by the consumer: the pages fetched so far were still paid for.
-            self._record("list", began, requests=max(1, math.ceil(seen / LIST_PAGE_SIZE)))
+        except Exception:
+            failed = True
             raise
-        self._record("list", began, requests=max(1, math.ceil(seen / LIST_PAGE_SIZE)))
+        finally:
+            # Also recorded when the consumer stops early: the pages fetched were paid for.
+            self._record("list", began, requests=max(1, math.ceil(seen / LIST_PAGE_SIZE)), error=failed)
 
     def close(self) -> None:
         self.inner.close()

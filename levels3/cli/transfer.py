@@ -1,0 +1,261 @@
+"""import and export: a plain LevelDB directory into a store and back, unchanged."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..engine.catalog import Catalog
+from ..engine.layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, parse_key, segment_key
+from ..errors import ObjectNotFound
+from ..lock import LeaseLock
+from ._common import CommandError, UsageError, emit_json, human_bytes, open_store, progress
+
+log = logging.getLogger("levels3.cli")
+
+
+def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "import", parents=[parent], help="copy a plain LevelDB directory into a store",
+        description="Upload a LevelDB directory (for example one made by plyvel) to URL, unchanged: tables as "
+                    "whole objects, the WAL and MANIFEST as one segment each, CURRENT last (the commit point). "
+                    "Takes the writer lock on URL. The source must not be open in another process.")
+    p.add_argument("source", metavar="LOCAL_DIR", help="the LevelDB directory to read")
+    p.add_argument("url", metavar="URL", help="where the database goes: s3://bucket/prefix, file:///path or a path")
+    p.add_argument("--force", action="store_true",
+                   help="replace a database (or leftovers) already at URL: its objects are deleted first")
+    _transfer_options(p)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser(
+        "export", parents=[parent], help="copy a database from a store into a plain LevelDB directory",
+        description="Download the database at URL into LOCAL_DIR as a plain LevelDB directory that plyvel "
+                    "(or any LevelDB) opens; CURRENT is written last. LOCAL_DIR must be empty or absent. "
+                    "Takes the writer lock on URL for a consistent copy.")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("dest", metavar="LOCAL_DIR")
+    _transfer_options(p)
+    p.set_defaults(func=cmd_export)
+
+
+def _transfer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+    p.add_argument("-j", "--jobs", type=int, default=8, metavar="N", help="parallel transfers (default 8)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _summary(args: argparse.Namespace, verb: str, files: int, nbytes: int, started: float, **extra: Any) -> None:
+    seconds = time.monotonic() - started
+    if args.json:
+        emit_json({"files": files, "bytes": nbytes, "seconds": round(seconds, 3), **extra})
+    elif not args.quiet:
+        print(f"{verb} {files} files, {human_bytes(nbytes)} ({nbytes} bytes) in {seconds:.2f} s")
+
+
+def _lease(store: Any, options: Any) -> LeaseLock:
+    return LeaseLock(store, key=LOCK_KEY, lease_duration=options.lease_duration,
+                     lease_renewal=options.lease_renewal, lock_timeout=options.lock_timeout)
+
+
+def _check_jobs(args: argparse.Namespace) -> None:
+    if args.jobs < 1:
+        raise UsageError("--jobs must be >= 1")
+
+
+# -- import ------------------------------------------------------------------------------------
+
+
+def _source_files(source: str) -> list[tuple[str, str, FileKind]]:
+    """(name relative to the directory, path, kind) of every file to upload, CURRENT excluded."""
+    out = []
+    for name in sorted(os.listdir(source)):
+        path = os.path.join(source, name)
+        if name == "lost" and os.path.isdir(path):
+            for inner in sorted(os.listdir(path)):
+                if os.path.isfile(os.path.join(path, inner)):
+                    out.append((f"lost/{inner}", os.path.join(path, inner), FileKind.OTHER))
+            continue
+        if not os.path.isfile(path):
+            continue
+        kind = kind_of(name)
+        if kind in (FileKind.TABLE, FileKind.WAL, FileKind.MANIFEST):
+            out.append((name, path, kind))
+        elif kind in (FileKind.CURRENT, FileKind.LOCK) or kind.local_only:
+            continue
+        else:
+            log.warning("skipping %s: not a LevelDB file", path)
+    return out
+
+
+class _SourceLock:
+    """LevelDB's own fcntl lock on the source's LOCK file: refuses a directory open elsewhere."""
+
+    def __init__(self, source: str) -> None:
+        self.fd: int | None = None
+        path = os.path.join(source, "LOCK")
+        if not os.path.exists(path):
+            return
+        try:
+            self.fd = os.open(path, os.O_RDWR)
+        except OSError:
+            return  # read-only source: nothing can be writing to it through this path
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self.fd)
+            self.fd = None
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                raise CommandError(f"{source} is open in another process (its LOCK is held); close it first")
+            raise
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    _check_jobs(args)
+    source = os.path.abspath(args.source)
+    if not os.path.isdir(source):
+        raise CommandError(f"{args.source}: no such directory")
+    if not os.path.isfile(os.path.join(source, CURRENT_NAME)):
+        raise CommandError(f"{args.source} is not a LevelDB directory (it has no CURRENT file)")
+    location, options, store = open_store(args, args.url, create=True)
+    source_lock = _SourceLock(source)
+    try:
+        with open(os.path.join(source, CURRENT_NAME), "rb") as f:
+            current = f.read()
+        files = _source_files(source)
+        too_big = [(name, os.path.getsize(path)) for name, path, _ in files
+                   if os.path.getsize(path) > options.max_object_size]
+        if too_big:
+            name, size = too_big[0]
+            raise CommandError(f"{name} is {size} bytes, above the largest object levels3 reads "
+                               f"(max_object_size={options.max_object_size})")
+        lease = _lease(store, options)
+        lease.acquire()
+        try:
+            existing = [info for info in store.list("") if info.key != LOCK_KEY and parse_key(info.key) is not None]
+            if existing:
+                has_db = any(info.key == CURRENT_NAME for info in existing)
+                if not args.force:
+                    what = "a database" if has_db else f"{len(existing)} objects of an unfinished database"
+                    raise CommandError(f"{location.url} already holds {what}; use --force to replace it")
+                log.warning("--force: deleting %d objects at %s", len(existing), location.url)
+                # CURRENT first: from here on the target holds no committed database.
+                for info in sorted(existing, key=lambda i: i.key != CURRENT_NAME):
+                    lease.check()
+                    store.delete(info.key)
+            started = time.monotonic()
+            total = sum(os.path.getsize(path) for _, path, _ in files) + len(current)
+            order = {FileKind.OTHER: 0, FileKind.TABLE: 0, FileKind.WAL: 1, FileKind.MANIFEST: 2}
+            with progress(total, quiet=args.quiet, desc="import") as bar:
+
+                def upload(item: tuple[str, str, FileKind]) -> int:
+                    name, path, kind = item
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    lease.check()
+                    store.put(segment_key(name, 0) if kind.segmented else name, data)
+                    bar.update(len(data))
+                    return len(data)
+
+                nbytes = 0
+                with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                    for stage in (0, 1, 2):  # tables, then logs, then the manifest
+                        batch = [item for item in files if order[item[2]] == stage]
+                        nbytes += sum(pool.map(upload, batch))
+                lease.check()
+                store.put(CURRENT_NAME, current)  # the commit point, last
+                bar.update(len(current))
+                nbytes += len(current)
+        finally:
+            lease.release()
+    finally:
+        source_lock.close()
+        store.close()
+    _summary(args, "imported", len(files) + 1, nbytes, started, url=location.url)
+    return 0
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _check_jobs(args)
+    dest = os.path.abspath(args.dest)
+    if os.path.exists(dest):
+        if not os.path.isdir(dest):
+            raise CommandError(f"{args.dest} exists and is not a directory")
+        if os.listdir(dest):
+            raise CommandError(f"{args.dest} is not empty; export needs an empty or new directory")
+    location, options, store = open_store(args, args.url)
+    created = not os.path.exists(dest)
+    try:
+        lease = _lease(store, options)
+        lease.acquire()
+        try:
+            catalog = Catalog.load(store)
+            current = catalog.get(CURRENT_NAME)
+            if current is None:
+                raise CommandError(f"no database at {location.url} (no CURRENT object)")
+            records = [r for r in catalog.records() if r.name != CURRENT_NAME]
+            os.makedirs(dest, exist_ok=True)
+            started = time.monotonic()
+            total = sum(r.size for r in catalog.records())
+            with progress(total, quiet=args.quiet, desc="export") as bar:
+
+                def download(record: Any) -> int:
+                    path = os.path.join(dest, *record.name.split("/"))
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    written = 0
+                    with open(path + ".levels3-part", "wb") as f:
+                        for obj in record.objects:
+                            data = store.get(obj.key)
+                            if len(data) != obj.size:
+                                raise CommandError(f"{obj.key} changed while being read")
+                            f.write(data)
+                            written += len(data)
+                            bar.update(len(data))
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(path + ".levels3-part", path)
+                    return written
+
+                with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                    nbytes = sum(pool.map(download, records))
+                nbytes += download(current)  # the commit point, last
+            _fsync_dir(dest)
+        finally:
+            lease.release()
+    except BaseException as exc:
+        # A partial copy without CURRENT is of no use; the directory was empty or absent before.
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        elif os.path.isdir(dest):
+            for name in os.listdir(dest):
+                path = os.path.join(dest, name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+        if isinstance(exc, ObjectNotFound):
+            raise CommandError(f"no database at {location.url}: {exc}") from None
+        raise
+    finally:
+        store.close()
+    _summary(args, "exported", len(records) + 1, nbytes, started, directory=dest)
+    return 0
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
