@@ -746,7 +746,10 @@ cdef class Snapshot:
         cdef Snapshot self = Snapshot.__new__(Snapshot)
         self._db = db
         self._prefix = prefix
-        self._snap = db._h.db.GetSnapshot()
+        # GetSnapshot/ReleaseSnapshot take the DB mutex, which a compaction
+        # thread may hold while it waits for the GIL: never call them holding it.
+        with nogil:
+            self._snap = db._h.db.GetSnapshot()
         db._children.add(self)
         return self
 
@@ -811,7 +814,8 @@ cdef class Snapshot:
     def __dealloc__(self):
         if self._snap != NULL and self._db is not None and self._db._h is not None \
                 and self._db._h.db != NULL:
-            self._db._h.db.ReleaseSnapshot(self._snap)
+            with nogil:
+                self._db._h.db.ReleaseSnapshot(self._snap)
 
 
 cdef class PrefixedDB:
@@ -916,7 +920,8 @@ cdef class _BaseIterator:
 
     def __dealloc__(self):
         if self._it != NULL:
-            del self._it
+            with nogil:  # deleting a DBIter takes the DB mutex
+                del self._it
             self._it = NULL
 
 

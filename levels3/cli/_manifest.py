@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from ..engine.catalog import Catalog
 from ..engine.layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, parse_key
-from ..errors import ObjectNotFound
 from ..options import Location, S3Options
 from ..stores.base import ObjectInfo, ObjectStore
 
@@ -320,79 +320,73 @@ class Analysis:
         return [e for e in self.entries if e.status == "foreign"]
 
 
-def _fetch_file(store: ObjectStore, objects: list[ObjectInfo]) -> bytes:
-    return b"".join(store.get(info.key) for info in objects)
+class _Listed:
+    """A store stand-in that replays one LIST (so Catalog.load and we see the same objects)."""
+
+    def __init__(self, infos: list[ObjectInfo]) -> None:
+        self._infos = infos
+
+    def list(self, prefix: str = "") -> Iterable[ObjectInfo]:
+        return iter(self._infos)
 
 
 def analyze(store: ObjectStore, *, times: dict[str, float] | None = None, check_crc: bool = True) -> Analysis:
     """Classify every object under the store's prefix (see the module docstring)."""
     infos = list(store.list(""))
     times = times or {}
+    catalog = Catalog.load(_Listed(infos))  # type: ignore[arg-type]
+    garbage = {o.key for o in catalog.garbage}
     entries: list[Entry] = []
-    files: dict[str, list[tuple[int, ObjectInfo, Entry]]] = {}
     for info in infos:
+        parsed = parse_key(info.key)
         if info.key == LOCK_KEY:
             kind = "lock"
-        elif info.key == CURRENT_NAME:
+        elif parsed is None:
+            kind = "foreign"
+        elif parsed.name == CURRENT_NAME:
             kind = "current"
         else:
-            parsed = parse_key(info.key)
-            if parsed is None:
-                kind = "foreign"
-            else:
-                name, offset = parsed
-                file_kind = kind_of(name)
-                kind = {FileKind.TABLE: "table", FileKind.WAL: "wal", FileKind.MANIFEST: "manifest"}.get(
-                    file_kind, "archived")
+            kind = {FileKind.TABLE: "table", FileKind.WAL: "wal", FileKind.MANIFEST: "manifest"}.get(
+                kind_of(parsed.name), "archived")
         entry = Entry(info.key, info.size, kind, mtime=times.get(info.key))
         if kind == "foreign":
             entry.status, entry.reason = "foreign", "not a levels3 object name; never touched"
+        elif info.key in garbage:
+            record = catalog.get(parsed.name)  # type: ignore[union-attr]
+            if record is not None and record.epoch > parsed.epoch:  # type: ignore[union-attr]
+                entry.status, entry.reason = "orphan", f"superseded by writer epoch {record.epoch}"
+            else:
+                entry.status, entry.reason = "orphan", "follows a gap in its file's segments"
         elif kind == "archived":
             entry.status, entry.reason = "archived", "archived by repair; kept"
-        elif kind in ("table", "wal", "manifest"):
-            name, offset = parse_key(info.key)  # type: ignore[misc]
-            files.setdefault(name, []).append((offset or 0, info, entry))
         entries.append(entry)
 
-    # Contiguous segments from offset 0 make a file; anything after a gap is not part of it.
-    contents: dict[str, list[ObjectInfo]] = {}
-    for name, parts in files.items():
-        parts.sort(key=lambda p: p[0])
-        expected = 0
-        kept: list[ObjectInfo] = []
-        for offset, info, entry in parts:
-            if offset != expected:
-                entry.status, entry.reason = "orphan", f"follows a gap at offset {expected} of {name}"
-                continue
-            kept.append(info)
-            expected += info.size
-        contents[name] = kept
-
     analysis = Analysis(entries)
-    try:
-        current = store.get(CURRENT_NAME)
-    except ObjectNotFound:
+    current_record = catalog.get(CURRENT_NAME)
+    if current_record is None:
         for e in entries:
-            if e.status == "live" and e.kind not in ("lock",):
+            if e.status == "live" and e.kind != "lock":
                 e.status, e.reason = "unknown", "no CURRENT: nothing is committed"
         return analysis
+    current = store.get(CURRENT_NAME)
     text = current.decode("utf-8", "replace")
     if not text.endswith("\n") or not re.fullmatch(r"MANIFEST-\d+", text[:-1]):
         analysis.problems.append(f"CURRENT does not name a manifest: {text!r}")
-        for e in entries:
-            if e.status == "live" and e.kind not in ("lock", "current"):
-                e.status, e.reason = "unknown", "CURRENT is unreadable"
         analysis.current = text.strip() or "?"
+        for e in entries:
+            if e.status == "live" and e.kind in ("table", "wal", "manifest"):
+                e.status, e.reason = "unknown", "CURRENT is unreadable"
         return analysis
     manifest_name = text[:-1]
     analysis.current = manifest_name
-    if not contents.get(manifest_name):
+    manifest_record = catalog.get(manifest_name)
+    if manifest_record is None or not manifest_record.objects:
         analysis.problems.append(f"missing: {manifest_name} (named by CURRENT)")
     else:
         try:
-            analysis.manifest = parse_manifest(manifest_name, _fetch_file(store, contents[manifest_name]),
-                                               check_crc=check_crc)
-        except (ManifestError, UnicodeDecodeError) as exc:
+            data = b"".join(store.get(o.key) for o in manifest_record.objects)
+            analysis.manifest = parse_manifest(manifest_name, data, check_crc=check_crc)
+        except ManifestError as exc:
             analysis.problems.append(f"{manifest_name} cannot be parsed: {exc}")
     state = analysis.manifest
     if state is None:
@@ -401,23 +395,20 @@ def analyze(store: ObjectStore, *, times: dict[str, float] | None = None, check_
                 e.status, e.reason = "unknown", "the current manifest is unreadable"
         return analysis
 
-    present_tables: dict[int, str] = {}
-    for name in contents:
-        if kind_of(name) is FileKind.TABLE:
-            present_tables[file_number(name)] = name  # type: ignore[index]
+    present_tables = {file_number(r.name): r for r in catalog.records()
+                      if kind_of(r.name) is FileKind.TABLE and r.objects}
     for number, meta in sorted(state.tables.items()):
-        name = present_tables.get(number)
-        if name is None:
+        record = present_tables.get(number)
+        if record is None:
             analysis.problems.append(f"missing: table {number:06d}.ldb (level {meta.level}, {meta.size} bytes)")
-            continue
-        size = sum(i.size for i in contents[name])
-        if size != meta.size:
-            analysis.problems.append(f"size mismatch: {name} is {size} bytes, the manifest says {meta.size}")
+        elif record.size != meta.size:
+            analysis.problems.append(
+                f"size mismatch: {record.name} is {record.size} bytes, the manifest says {meta.size}")
 
     for e in entries:
         if e.status != "live" or e.kind not in ("table", "wal", "manifest"):
             continue
-        name, _ = parse_key(e.key)  # type: ignore[misc]
+        name = parse_key(e.key).name  # type: ignore[union-attr]
         number = file_number(name)
         if e.kind == "table":
             if number not in state.tables:

@@ -13,12 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..engine.catalog import Catalog
-from ..engine.layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, parse_key, segment_key
+from ..engine.layout import CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key, parse_key
 from ..errors import ObjectNotFound
 from ..lock import LeaseLock
 from ._common import CommandError, UsageError, emit_json, human_bytes, open_store, progress
 
 log = logging.getLogger("levels3.cli")
+
+#: The writer epoch imported objects carry (the target holds nothing else of ours).
+IMPORT_EPOCH = 1
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -164,7 +167,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                     with open(path, "rb") as f:
                         data = f.read()
                     lease.check()
-                    store.put(segment_key(name, 0) if kind.segmented else name, data)
+                    store.put(object_key(name, IMPORT_EPOCH, 0 if kind.segmented else None), data,
+                              if_none_match=True)
                     bar.update(len(data))
                     return len(data)
 
@@ -174,7 +178,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                         batch = [item for item in files if order[item[2]] == stage]
                         nbytes += sum(pool.map(upload, batch))
                 lease.check()
-                store.put(CURRENT_NAME, current)  # the commit point, last
+                # The commit point, last; a levels3 writer opening it fences CURRENT to epoch 2.
+                store.put(CURRENT_NAME, current, if_none_match=True, metadata={EPOCH_METADATA: str(IMPORT_EPOCH)})
                 bar.update(len(current))
                 nbytes += len(current)
         finally:
@@ -207,7 +212,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             current = catalog.get(CURRENT_NAME)
             if current is None:
                 raise CommandError(f"no database at {location.url} (no CURRENT object)")
-            records = [r for r in catalog.records() if r.name != CURRENT_NAME]
+            # A file whose every segment follows a gap holds no acknowledged bytes: LevelDB never saw it.
+            records = [r for r in catalog.records() if r.name != CURRENT_NAME and r.objects]
             os.makedirs(dest, exist_ok=True)
             started = time.monotonic()
             total = sum(r.size for r in catalog.records())

@@ -51,6 +51,24 @@ def build_store(location: Location, options: S3Options, *, create: bool) -> tupl
     return retrying, counting
 
 
+_probed_endpoints: set[tuple[str | None, str]] = set()
+
+
+def ensure_conditional_writes(store: ObjectStore, location: Location, options: S3Options) -> None:
+    """Refuse to write through an endpoint that ignores If-None-Match / If-Match
+    (some S3-compatible stores do): the lock and fencing would silently break.
+    Probed once per endpoint and bucket per process."""
+    if location.scheme != "s3":
+        return  # the local store implements both itself
+    endpoint = (options.endpoint_url, location.bucket)
+    if endpoint in _probed_endpoints:
+        return
+    from ..stores.s3 import probe_conditional_writes
+
+    probe_conditional_writes(store)
+    _probed_endpoints.add(endpoint)
+
+
 class Backend:
     """Control path of one open database: store, catalog, cache and lease."""
 
@@ -80,6 +98,7 @@ class Backend:
         cache: LocalCache | None = None
         lease: LeaseLock | None = None
         try:
+            ensure_conditional_writes(store, location, opts)
             lease = LeaseLock(store, key=LOCK_KEY, lease_duration=opts.lease_duration,
                               lease_renewal=opts.lease_renewal, lock_timeout=opts.lock_timeout)
             lease.acquire()
@@ -288,6 +307,9 @@ class Backend:
         data = self._read_local(record.name, start, size)
         etag = self.store.put(key, data, if_none_match=True)
         record.objects.append(StoredObject(key, start, len(data), etag))
+        # A sync is acknowledged only if the lease was still ours when the segment
+        # landed: then no successor can have listed the store before it did.
+        self._check_lease()
 
     def _upload_whole(self, record: FileRecord, size: int) -> None:
         if record.objects:

@@ -1,0 +1,8 @@
+"""``python -m levels3``: the levels3 command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""The levels3 command line, run as a real process against the local store and the moto server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import plyvel
+import pytest
+
+import levels3
+from levels3.options import S3Options
+from levels3.stores import LocalDirStore, ObjectStore, S3Store
+
+from .conftest import REGION
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUBCOMMANDS = ("get", "put", "delete", "scan", "info", "import", "export", "verify", "gc", "lock", "bench")
+
+
+def cli(*args: str, cwd: str = REPO, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m levels3 ARGS`` (stdin closed) and return the finished process."""
+    return subprocess.run([sys.executable, "-m", "levels3", *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, cwd=cwd, env=env or os.environ, timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result
+
+
+def fails(result: subprocess.CompletedProcess, code: int = 1, *, message: str = "") -> subprocess.CompletedProcess:
+    assert result.returncode == code, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    if "-vv" not in result.args:  # -vv adds the details to the log
+        assert "Traceback" not in result.stderr
+    assert message.lower() in result.stderr.lower(), result.stderr
+    return result
+
+
+@dataclass
+class Target:
+    """A database URL plus the store options the CLI needs to reach it."""
+
+    kind: str
+    url: str
+    args: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+    bucket: str = ""
+    prefix: str = ""
+
+    def run(self, command: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return cli(command, self.url, *args, *self.args, **kwargs)
+
+    def open(self, **kwargs) -> levels3.DB:
+        return levels3.DB(self.url, **{**self.options, **kwargs})
+
+    def raw_store(self) -> ObjectStore:
+        if self.kind == "local":
+            return LocalDirStore(self.url, create=True)
+        return S3Store(self.bucket, self.prefix, S3Options(**self.options))
+
+    def keys(self) -> list[str]:
+        store = self.raw_store()
+        try:
+            return [info.key for info in store.list("")]
+        finally:
+            store.close()
+
+
+@pytest.fixture(params=["local", "moto_server"])
+def target(request: pytest.FixtureRequest, tmp_path) -> Target:
+    if request.param == "local":
+        return Target("local", str(tmp_path / "db"))
+    endpoint = request.getfixturevalue("moto_endpoint")
+    bucket = request.getfixturevalue("server_bucket")
+    prefix = f"cli/{uuid.uuid4().hex[:8]}"
+    return Target("moto_server", f"s3://{bucket}/{prefix}", ["--endpoint-url", endpoint, "--region", REGION],
+                  {"endpoint_url": endpoint, "region": REGION, "request_timeout": 10}, bucket, prefix)
+
+
+@pytest.fixture
+def local_target(tmp_path) -> Target:
+    return Target("local", str(tmp_path / "db"))
+
+
+@pytest.fixture(scope="module")
+def plyvel_dir(tmp_path_factory) -> tuple[str, dict[bytes, bytes]]:
+    """A plain LevelDB directory made by plyvel, with several tables and a live WAL."""
+    path = str(tmp_path_factory.mktemp("plyvel") / "db")
+    rng = random.Random(6)
+    expected: dict[bytes, bytes] = {}
+    db = plyvel.DB(path, create_if_missing=True, write_buffer_size=64 * 1024)
+    for i in range(3000):
+        key, value = b"key%06d" % i, rng.randbytes(rng.randint(20, 200))
+        db.put(key, value)
+        expected[key] = value
+    for i in range(0, 3000, 17):
+        db.delete(b"key%06d" % i)
+        del expected[b"key%06d" % i]
+    db.put(b"\x00binary\xff", b"\x01\x02")
+    expected[b"\x00binary\xff"] = b"\x01\x02"
+    db.close()
+    names = os.listdir(path)
+    assert any(n.endswith(".ldb") for n in names) and any(n.endswith(".log") for n in names), names
+    return path, expected
+
+
+# -- help and usage ------------------------------------------------------------------------------
+
+
+def test_help_for_every_subcommand() -> None:
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda c: cli(*c), [("--help",)] + [(name, "--help") for name in SUBCOMMANDS]))
+    top = ok(results[0]).stdout
+    for name in SUBCOMMANDS:
+        assert name in top
+    assert "Exit codes" in top
+    for name, result in zip(SUBCOMMANDS, results[1:]):
+        out = ok(result).stdout
+        assert out.startswith(f"usage: levels3 {name}"), out
+        if name != "bench":
+            assert "--endpoint-url" in out and "--region" in out
+
+
+def test_usage_errors_exit_2(tmp_path) -> None:
+    cases = [
+        (),  # no subcommand
+        ("frobnicate",),
+        ("get", str(tmp_path)),  # KEY missing
+        ("scan", str(tmp_path), "--format", "octal"),
+        ("get", str(tmp_path), "zz", "--key-format", "hex"),  # not hex
+        ("scan", str(tmp_path), "--prefix", "a", "--start", "b"),
+        ("get", "ftp://host/db", "k"),
+        ("gc", str(tmp_path), "--dry-run", "--delete"),
+    ]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda c: cli(*c), cases))
+    for case, result in zip(cases, results):
+        assert result.returncode == 2, (case, result.returncode, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip(), case
+
+
+def test_missing_database_exits_1(tmp_path, moto_endpoint, server_bucket) -> None:
+    s3 = ["--endpoint-url", moto_endpoint, "--region", REGION]
+    secret = "do-not-print-this-secret"
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": secret}
+    cases = [
+        ("get", str(tmp_path / "nope"), "k"),
+        ("info", str(tmp_path / "nope")),
+        ("export", str(tmp_path / "nope"), str(tmp_path / "out")),
+        ("get", f"s3://{server_bucket}/nothing/here", "k", "-vv", *s3),
+        ("scan", "s3://no-such-bucket-levels3/db", *s3),
+        ("verify", f"s3://{server_bucket}/nothing/here", *s3),
+        ("import", str(tmp_path / "not-a-dir"), str(tmp_path / "db")),
+    ]
+    with ThreadPoolExecutor(max_workers=7) as pool:
+        results = list(pool.map(lambda c: cli(*c, env=env), cases))
+    for case, result in zip(cases, results):
+        fails(result, 1)
+        assert "error" in result.stderr, (case, result.stderr)
+        assert secret not in result.stderr + result.stdout
+    assert "no database" in results[0].stderr
+    assert "levels3.store" in results[3].stderr  # -vv shows every store request
+
+
+# -- data commands --------------------------------------------------------------------------------
+
+
+def test_put_get_delete_scan(target: Target) -> None:
+    fails(target.run("put", "a", "1"), message="does not exist")  # no --create: nothing is created
+    ok(target.run("put", "a", "1", "--create"))
+    ok(target.run("put", "00ff", base64.b64encode(b"\x00bin\n").decode(), "--key-format", "hex",
+                  "--value-format", "base64", "--sync"))
+    with target.open() as db:
+        db.put(b"b", b"2")
+        db.put(b"c", "é".encode())
+    assert ok(target.run("get", "a")).stdout == "1\n"
+    assert ok(target.run("get", "00ff", "--key-format", "hex", "--format", "hex")).stdout == "0062696e0a\n"
+    assert ok(target.run("get", "00ff", "--key-format", "hex")).stdout == "\\x00bin\\n\n"
+    assert json.loads(ok(target.run("get", "c", "--json")).stdout)["value"] == "é"
+    fails(target.run("get", "missing"), message="not found")
+    lines = ok(target.run("scan")).stdout.splitlines()
+    assert lines == ["\\x00\\xff\t\\x00bin\\n", "a\t1", "b\t2", "c\té"]
+    assert ok(target.run("scan", "--keys-only", "--reverse", "--limit", "2")).stdout.splitlines() == ["c", "b"]
+    assert ok(target.run("scan", "--start", "a", "--stop", "c", "--keys-only")).stdout.splitlines() == ["a", "b"]
+    rows = [json.loads(line) for line in ok(target.run("scan", "--prefix", "b", "--json", "--format",
+                                                       "base64")).stdout.splitlines()]
+    assert rows == [{"key": "Yg==", "value": "Mg=="}]
+    ok(target.run("delete", "a"))
+    ok(target.run("delete", "never-there"))
+    assert ok(target.run("scan", "--keys-only", "--format", "hex")).stdout.splitlines() == ["00ff", "62", "63"]
+
+
+def test_get_raw_output(local_target: Target) -> None:
+    with local_target.open(create_if_missing=True) as db:
+        db.put(b"k", b"\x00\x01raw\xff")
+    result = subprocess.run([sys.executable, "-m", "levels3", "get", local_target.url, "k", "--format", "raw"],
+                            capture_output=True, stdin=subprocess.DEVNULL, cwd=REPO, env=os.environ)
+    assert result.returncode == 0 and result.stdout == b"\x00\x01raw\xff"
+
+
+# -- import and export ------------------------------------------------------------------------------
+
+
+def test_import_export_round_trip(target: Target, plyvel_dir, tmp_path) -> None:
+    source, expected = plyvel_dir
+    result = ok(cli("import", source, target.url, *target.args))
+    assert result.stdout.startswith("imported ") and " files, " in result.stdout and " s" in result.stdout
+    keys = target.keys()
+    assert "CURRENT" in keys and any(k.endswith(".ldb") for k in keys) and any(".log/" in k for k in keys)
+    assert not any(k.endswith(("LOCK", "LOG")) and k != "LOCK" for k in keys)
+    assert "LOCK" not in keys  # released after the import
+
+    # levels3 reads every key and value, through the library and the CLI
+    with target.open() as db:
+        assert dict(db) == expected
+    assert ok(target.run("get", "key000001")).stdout.strip() != ""
+    assert len(ok(target.run("scan", "--keys-only")).stdout.splitlines()) == len(expected)
+
+    out = str(tmp_path / "exported")
+    summary = json.loads(ok(cli("export", target.url, out, "--json", *target.args)).stdout)
+    assert summary["files"] >= 3 and summary["bytes"] > 0
+    db = plyvel.DB(out)
+    try:
+        assert dict(db) == expected
+    finally:
+        db.close()
+    assert "LOCK" not in target.keys()
+
+    # an existing database is not overwritten without --force; a non-empty destination is refused
+    fails(cli("import", source, target.url, *target.args), message="already holds a database")
+    fails(cli("export", target.url, out, *target.args), message="not empty")
+    ok(cli("import", source, target.url, "--force", "--quiet", *target.args))
+    with target.open() as db:
+        assert dict(db) == expected
+
+
+# -- info, verify, gc --------------------------------------------------------------------------------
+
+
+def _small_db(target: Target, n: int = 200) -> None:
+    with target.open(create_if_missing=True, write_buffer_size=16 * 1024) as db:
+        for i in range(n):
+            db.put(b"k%05d" % i, os.urandom(64))
+
+
+def test_info_verify_gc(target: Target) -> None:
+    _small_db(target)
+    info = json.loads(ok(target.run("info", "--json")).stdout)
+    assert info["database"] is True and info["lock"]["held"] is False
+    assert info["objects"]["table"]["count"] >= 1 and info["objects"]["manifest"]["count"] >= 1
+    assert "--- level 0 ---" in info["properties"]["leveldb.sstables"]
+    assert "Compactions" in info["properties"]["leveldb.stats"]
+    assert info["stats"]["requests"]
+    text = ok(target.run("info")).stdout
+    assert "tables" in text and "WAL segments" in text and "MANIFEST segments" in text and "leveldb.stats" in text
+
+    assert "ok:" in ok(target.run("verify")).stdout
+
+    # an orphan: a table no version references
+    store = target.raw_store()
+    try:
+        store.put("w00000001/000999.ldb", b"not really a table")
+    finally:
+        store.close()
+    assert json.loads(ok(target.run("info", "--json", "--store-only")).stdout)["orphans"] == 1
+    kept = ok(target.run("gc"))  # default grace (an hour): too young to go
+    assert "kept:" in kept.stdout and "000999.ldb" in kept.stdout
+    dry = json.loads(ok(target.run("gc", "--grace", "0", "--json")).stdout)
+    assert dry["dry_run"] is True and [e["key"] for e in dry["would_remove"]] == ["w00000001/000999.ldb"]
+    assert "w00000001/000999.ldb" in target.keys()
+    fails(target.run("verify"), message="orphan")
+    # verify opened the database (LevelDB may have removed the file itself); gc --delete clears what is left
+    ok(target.run("gc", "--grace", "0", "--delete"))
+    assert "w00000001/000999.ldb" not in target.keys()
+    ok(target.run("verify"))
+    with target.open() as db:
+        assert len(list(db.iterator(include_value=False))) == 200
+
+
+def test_verify_finds_corruption_and_missing_tables(local_target: Target) -> None:
+    _small_db(local_target, 400)
+    store = local_target.raw_store()
+    tables = sorted(i.key for i in store.list("") if i.key.endswith(".ldb"))
+    assert tables
+    path = os.path.join(local_target.url, *tables[0].split("/"))
+    with open(path, "r+b") as f:
+        f.seek(20)
+        byte = f.read(1)
+        f.seek(20)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    result = fails(local_target.run("verify", "--json"))
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and any("reading the database failed" in p for p in report["problems"])
+
+    store.delete(tables[-1])
+    fails(local_target.run("verify"))
+    fails(local_target.run("gc", "--delete", "--grace", "0"), message="damaged")
+    store.close()
+
+
+# -- the lock ------------------------------------------------------------------------------------------
+
+
+def test_info_and_lock_while_a_writer_holds_it(local_target: Target) -> None:
+    _small_db(local_target, 10)
+    db = local_target.open(lease_duration=2, lease_renewal=0.5)
+    try:
+        info = local_target.run("info")
+        ok(info)
+        assert f"pid {os.getpid()}" in info.stdout
+        assert "properties are unavailable while another writer holds the lock" in info.stdout
+        assert "tables" in info.stdout
+        data = json.loads(ok(local_target.run("info", "--json")).stdout)
+        assert data["lock"]["held"] and data["lock"]["holder"]["pid"] == os.getpid()
+        assert data["properties"] is None and "another writer" in data["properties_unavailable"]
+        shown = json.loads(ok(local_target.run("lock", "--json")).stdout)
+        assert shown["holder"]["pid"] == os.getpid() and shown["lease_age_seconds"] < 5
+        assert "live" in ok(local_target.run("lock")).stdout
+        fails(local_target.run("get", "k00001"), message=f"pid {os.getpid()}")
+        fails(local_target.run("lock", "--break"), message="--yes")  # no terminal, no --yes: refused
+        # a live holder keeps renewing: --break gives up without touching the lease
+        fails(local_target.run("lock", "--break", "--yes", "--lease-duration", "1"), message="being renewed")
+        assert db.get(b"k00001") is not None
+        db.put(b"still", b"mine")
+    finally:
+        db.close()
+    assert ok(local_target.run("get", "still")).stdout == "mine\n"
+
+
+DEAD_WRITER = textwrap.dedent("""
+    import os, sys
+    import levels3
+    url, options = sys.argv[1], dict(zip(sys.argv[2::2], sys.argv[3::2]))
+    db = levels3.DB(url, create_if_missing=True, lease_duration=2, lease_renewal=0.5, **options)
+    db.put(b"k", b"v", sync=True)
+    os._exit(0)  # die holding the lease
+""")
+
+
+def test_lock_break_after_the_lease_expired(target: Target) -> None:
+    argv = [sys.executable, "-c", DEAD_WRITER, target.url]
+    for name, value in target.options.items():
+        if name != "request_timeout":
+            argv += [name, str(value)]
+    dead = subprocess.run(argv, capture_output=True, text=True, env=os.environ, timeout=60)
+    assert dead.returncode == 0, dead.stderr
+    shown = json.loads(ok(target.run("lock", "--json")).stdout)
+    assert shown["held"] and shown["holder"]["pid"] != os.getpid()
+    fails(target.run("get", "k"), message="held by")
+    result = ok(target.run("lock", "--break", "--yes", "--lease-duration", "2"))
+    assert "broke the lock" in result.stdout
+    assert "not held" in ok(target.run("lock")).stdout
+    assert ok(target.run("get", "k")).stdout == "v\n"
+    assert "not locked" in ok(target.run("lock", "--break", "--yes")).stdout
+
+
+# -- bench ----------------------------------------------------------------------------------------------
+
+
+def test_bench_runs_the_quick_suite(tmp_path) -> None:
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "__init__.py").write_text("")
+    (tmp_path / "benchmarks" / "__main__.py").write_text("import sys\nprint('suite args', sys.argv[1:])\n")
+    result = ok(cli("bench", cwd=str(tmp_path)))
+    assert "suite args ['--quick']" in result.stdout
+    if not os.path.exists(os.path.join(REPO, "benchmarks", "__main__.py")):
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        fails(cli("bench", cwd=str(empty)), message="benchmark suite is not available")

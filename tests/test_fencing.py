@@ -1,0 +1,165 @@
+"""One writer, safely, with real processes: exclusion, zombies, crashes, fencing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import levels3
+from levels3.stores import LocalDirStore
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+LEASE, RENEWAL = 1.0, 0.25
+
+
+class Writer:
+    """tests/writer_process.py in a child process, its acknowledgements collected as they come."""
+
+    def __init__(self, url: str, seed: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.writer_process", url, str(LEASE), str(RENEWAL), seed],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.acked: list[tuple[str, bool]] = []
+        self.lines: list[str] = []
+        self.opened = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            self.lines.append(line)
+            if line == "open":
+                self.opened.set()
+            elif line.startswith("ack "):
+                _, key, synced = line.split()
+                self.acked.append((key, synced == "1"))
+
+    def wait_for_acks(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < count:
+            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+            assert time.monotonic() < deadline, "writer made no progress"
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._reader.join(timeout=30)
+
+    def synced_keys(self) -> list[str]:
+        return [key for key, synced in self.acked if synced]
+
+
+def test_two_processes_never_write_at_once(tmp_path):
+    """50 open/close rounds per process on one database; the intervals never overlap."""
+    url = str(tmp_path / "db")
+    levels3.DB(url, create_if_missing=True).close()
+    log = tmp_path / "intervals"
+    script = textwrap.dedent(f"""
+        import json, sys, time, levels3
+        name = sys.argv[1]
+        for i in range(50):
+            with levels3.DB({url!r}, lock_timeout=60, lease_duration=5, lease_renewal=1) as db:
+                start = time.time()
+                db.put(name.encode() + b"%03d" % i, b"x", sync=True)
+                end = time.time()
+            with open({str(log)!r}, "a") as f:
+                f.write(json.dumps([name, start, end]) + "\\n")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, name], cwd=ROOT) for name in ("a", "b")]
+    for proc in procs:
+        assert proc.wait(timeout=240) == 0
+    intervals = sorted(json.loads(line)[1:] for line in log.read_text().splitlines())
+    assert len(intervals) == 100
+    for (_, end), (start, _) in zip(intervals, intervals[1:]):
+        assert end <= start
+    with levels3.DB(url) as db:
+        assert sum(1 for _ in db) == 100
+
+
+def test_zombie_writer_is_fenced(tmp_path):
+    url = str(tmp_path / "db")
+    a = Writer(url, "a")
+    try:
+        a.wait_for_acks(200)
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        stopped_at = len(a.acked)
+        time.sleep(0.3)  # let the pipe drain what A printed before it stopped
+        acked_before_stop = list(a.acked)
+
+        b = levels3.DB(url, lease_duration=LEASE, lease_renewal=RENEWAL, lock_timeout=30)
+        b.put(b"from-b", b"1", sync=True)
+        os.kill(a.proc.pid, signal.SIGCONT)
+        assert a.proc.wait(timeout=30) == 3  # A's next write raised LeaseLostError
+        assert any(line.startswith("lost ") for line in a.lines)
+        assert len(a.acked) <= stopped_at + 1  # at most the write that was in flight
+
+        for i in range(2000):  # B keeps writing, through flushes and compactions
+            b.put(b"b%05d" % i, os.urandom(32), sync=(i % 100 == 0))
+        b.compact_range()
+        b.close()
+    finally:
+        if a.proc.poll() is None:
+            os.kill(a.proc.pid, signal.SIGCONT)
+            a.kill()
+
+    with levels3.DB(url, cache_dir=str(tmp_path / "fresh")) as reader:
+        for key, synced in acked_before_stop:
+            if synced:
+                assert reader.get(key.encode()) == key.encode()[::-1] * 4
+        assert reader.get(b"from-b") == b"1"
+        assert sum(1 for k, _ in reader if k.startswith(b"b")) == 2000
+        # Whatever A wrote after B fenced it is never part of the database.
+        acked = {k for k, _ in a.acked}
+        assert all(k.decode() in acked for k, _ in reader if k.startswith(b"ka"))
+
+
+def test_thirty_crashes_lose_no_synced_write(tmp_path):
+    url = str(tmp_path / "db")
+    rng = random.Random(30)
+    synced: list[str] = []
+    for round_ in range(30):
+        writer = Writer(url, f"r{round_:02d}")
+        assert writer.opened.wait(60), writer.proc.stderr.read() if writer.proc.stderr else ""
+        time.sleep(rng.uniform(0.0, 0.4))
+        writer.kill()
+        synced += writer.synced_keys()
+        with levels3.DB(url, cache_dir=str(tmp_path / f"cache{round_}"), lease_duration=LEASE,
+                        lease_renewal=RENEWAL, lock_timeout=30) as db:
+            missing = [k for k in synced if db.get(k.encode()) != k.encode()[::-1] * 4]
+            assert not missing, f"round {round_}: lost synced writes {missing[:5]}"
+    assert len(synced) > 30
+
+
+def test_writer_stops_when_renewal_fails(tmp_path):
+    """The LOCK is taken from under the writer: its next write raises LeaseLostError."""
+    url = str(tmp_path / "db")
+    db = levels3.DB(url, create_if_missing=True, lease_duration=LEASE, lease_renewal=RENEWAL)
+    try:
+        db.put(b"before", b"1", sync=True)
+        store = LocalDirStore(url, create=False)
+        store.put("LOCK", b'{"host": "elsewhere", "pid": 1}', if_match=store.head("LOCK").etag)
+        time.sleep(LEASE)
+        with pytest.raises(levels3.LeaseLostError):
+            db.put(b"after", b"2", sync=True)
+    finally:
+        try:
+            db.close()
+        except levels3.Error:
+            pass
+    store.delete("LOCK")
+    with levels3.DB(url) as db:
+        assert db.get(b"before") == b"1"
+        assert db.get(b"after") is None
