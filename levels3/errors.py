@@ -12,8 +12,8 @@ class Error(Exception):
     """Base class of every levels3 error (plyvel.Error)."""
 
 
-class IOError(Error):  # noqa: A001 - plyvel's public name
-    """LevelDB reported an I/O error (plyvel.IOError); store failures end up here."""
+class IOError(Error, OSError):  # noqa: A001 - plyvel's public name
+    """LevelDB reported an I/O error (plyvel.IOError, also an OSError); store failures end up here."""
 
 
 class CorruptionError(Error):

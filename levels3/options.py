@@ -40,6 +40,9 @@ class S3Options:
     logger: logging.Logger | None = None
     client: Any = None  # a ready boto3 S3 client (takes precedence over the fields above)
     session: Any = None  # a boto3 Session to build the client from
+    # Wraps the bare store before levels3 adds its own layers: for custom
+    # metrics, or (as the tests do) a levels3.stores.FaultInjectingStore.
+    wrap_store: Any = None
 
     def __post_init__(self) -> None:
         for name in ("max_cache_bytes", "max_object_size", "retry_max_attempts"):

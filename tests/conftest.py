@@ -25,6 +25,7 @@ os.environ.update(
 )
 
 import boto3  # noqa: E402
+import requests  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
@@ -92,3 +93,20 @@ def store(store_kind: str, request: pytest.FixtureRequest, tmp_path) -> Iterator
         yield result
     finally:
         result.close()
+
+
+@pytest.fixture
+def moto_auth(moto_endpoint: str, server_bucket: str) -> Iterator[dict[str, str]]:
+    """Turn on moto's credential checking (off by default) for one test.
+
+    Yields the access key of a fresh IAM user that has no permissions at all.
+    """
+    iam = boto3.client("iam", endpoint_url=moto_endpoint, region_name=REGION)
+    user = f"levels3-{uuid.uuid4().hex[:12]}"
+    iam.create_user(UserName=user)
+    creds = iam.create_access_key(UserName=user)["AccessKey"]
+    requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+    try:
+        yield creds
+    finally:
+        requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()

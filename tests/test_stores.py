@@ -317,23 +317,6 @@ def test_missing_bucket_fails_fast_and_clearly(where: str, request: pytest.Fixtu
     assert time.monotonic() - began < 5
 
 
-@pytest.fixture
-def moto_auth(moto_endpoint: str, server_bucket: str) -> Iterator[dict[str, str]]:
-    """Turn on moto's credential checking (off by default) for one test.
-
-    Yields the access key of a fresh IAM user that has no permissions at all.
-    """
-    iam = boto3.client("iam", endpoint_url=moto_endpoint, region_name=REGION)
-    user = f"levels3-{uuid.uuid4().hex[:12]}"
-    iam.create_user(UserName=user)
-    creds = iam.create_access_key(UserName=user)["AccessKey"]
-    requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
-    try:
-        yield creds
-    finally:
-        requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
-
-
 @pytest.mark.parametrize(
     "case, message",
     [

@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any, Mapping
 
-from ..errors import ConfigurationError, IOError, LeaseLostError, ObjectNotFound, PreconditionFailed, StoreError
+from ..errors import ConfigurationError, Error, IOError, LeaseLostError, ObjectNotFound, PreconditionFailed, StoreError
 from ..lock import LeaseLock
 from ..options import Location, S3Options, parse_location
 from ..stores import open_store
@@ -46,7 +46,10 @@ def build_store(location: Location, options: S3Options, *, create: bool) -> tupl
 
     Returns the outer store and the counting layer (for stats()).
     """
-    counting = CountingStore(open_store(location, options, create=create))
+    raw = open_store(location, options, create=create)
+    if options.wrap_store is not None:
+        raw = options.wrap_store(raw)
+    counting = CountingStore(raw)
     retrying = RetryingStore(counting, max_attempts=options.retry_max_attempts, base_delay=options.retry_base_delay)
     return retrying, counting
 
@@ -94,7 +97,10 @@ class Backend:
              create_if_missing: bool) -> "Backend":
         location = parse_location(name)
         opts = resolve_options(options, overrides)
-        store, counters = build_store(location, opts, create=create_if_missing)
+        try:
+            store, counters = build_store(location, opts, create=create_if_missing)
+        except ObjectNotFound as exc:
+            raise Error(f"{location.url} does not exist (create_if_missing is false)") from exc
         cache: LocalCache | None = None
         lease: LeaseLock | None = None
         try:
@@ -345,7 +351,25 @@ class Backend:
         if dst_kind is FileKind.CURRENT:
             self._commit_current(src)
             return
+        if src_kind.local_only:
+            self._publish(src, dst)
+            return
         self._move(src, dst)
+
+    def _publish(self, temp_name: str, name: str) -> None:
+        """A local temp file becomes a durable file (repair writes its MANIFEST this way)."""
+        self._check_lease()
+        size = self.cache.local_size(temp_name)
+        if size is None:
+            raise ObjectNotFound(f"{temp_name} does not exist", operation="rename", key=temp_name)
+        record = FileRecord(name, self.epoch)
+        self.cache.rename(temp_name, name)
+        if kind_of(name).segmented:
+            self._upload_tail(record, size)
+        else:
+            self._upload_whole(record, size)
+        self.cache.set_fingerprint(name, record.fingerprint)
+        self.catalog.put(record)
 
     def _commit_current(self, temp_name: str) -> None:
         """Publish a new CURRENT: the single atomic PUT that commits a version.
