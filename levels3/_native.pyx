@@ -421,6 +421,8 @@ cdef class DB:
     cdef readonly object name
     cdef object _children  # open iterators and snapshots, closed before the DB
     cdef object _close_lock
+    cdef object _flusher_stop  # set to end the flush_interval thread
+    cdef object _flusher
     cdef object __weakref__
 
     def __init__(self, name, *, create_if_missing=False, error_if_exists=False,
@@ -453,6 +455,34 @@ cdef class DB:
         self._backend = backend
         self.name = name  # as given, like plyvel (the store URL is in repr and messages)
         _open_databases.add(self)
+        interval = backend.options.flush_interval
+        if interval is not None:
+            self._flusher_stop = threading.Event()
+            self._flusher = threading.Thread(target=self._flush_periodically, args=(interval,),
+                                             name="levels3-flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_periodically(self, interval):
+        # Bounds what a crash can lose of unsynced writes to about one interval.
+        while not self._flusher_stop.wait(interval):
+            try:
+                if self._backend.wal_has_unsent_bytes():
+                    self.sync()
+            except RuntimeError:
+                return  # closed meanwhile
+            except BaseException:
+                _leveldb_log.exception("periodic WAL flush failed")
+
+    def sync(self):
+        """Make every write so far durable in the store (like a synced empty write)."""
+        self._check_open()
+        cdef ldb.WriteOptions wo
+        cdef ldb.WriteBatch empty
+        cdef Status st
+        wo.sync = True
+        with nogil:
+            st = self._h.db.Write(wo, &empty)
+        raise_for_status(st, self._backend)
 
     cdef inline int _check_open(self) except -1:
         if self._h is None or self._h.db == NULL:
@@ -610,6 +640,9 @@ cdef class DB:
         with self._close_lock:
             if self._h is None:
                 return
+            if self._flusher is not None:
+                self._flusher_stop.set()
+                self._flusher.join()
             for child in list(self._children):
                 child.close()
             handle = self._h

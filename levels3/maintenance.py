@@ -17,7 +17,7 @@ _DEFAULT_CONFIG = dict(
 
 def _config(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     config = dict(_DEFAULT_CONFIG)
-    store_options = {}
+    store_options: dict[str, Any] = {}
     for key, value in kwargs.items():
         (config if key in config else store_options)[key] = value
     return config, store_options

@@ -37,6 +37,7 @@ class S3Options:
     lease_duration: float = 30.0
     lease_renewal: float = 10.0
     lock_timeout: float | None = None  # None: fail at once if a live writer holds the lock
+    flush_interval: float | None = None  # upload unsynced WAL bytes this often (None: only on sync/flush/close)
     logger: logging.Logger | None = None
     client: Any = None  # a ready boto3 S3 client (takes precedence over the fields above)
     session: Any = None  # a boto3 Session to build the client from
@@ -55,6 +56,11 @@ class S3Options:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
         if self.lease_renewal >= self.lease_duration:
             raise ConfigurationError("lease_renewal must be shorter than lease_duration")
+        if self.flush_interval is not None and (isinstance(self.flush_interval, bool) or
+                                                not isinstance(self.flush_interval, (int, float)) or
+                                                self.flush_interval <= 0):
+            raise ConfigurationError(f"flush_interval must be a positive number of seconds or None, "
+                                     f"got {self.flush_interval!r}")
         if self.lock_timeout is not None and self.lock_timeout < 0:
             raise ConfigurationError("lock_timeout must be >= 0 or None")
         if self.cache_dir is not None:

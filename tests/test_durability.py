@@ -194,3 +194,31 @@ def test_corrupt_table_object_raises_corruption(tmp_path):
         with pytest.raises(levels3.CorruptionError):
             for i in range(5000):
                 db.get(b"%06d" % i, verify_checksums=True)
+
+
+@pytest.mark.parametrize("flush_interval", [None, 0.2])
+def test_flush_interval_bounds_what_a_crash_loses(tmp_path, flush_interval):
+    """Unsynced writes reach the store within flush_interval; without it, only at sync/flush/close."""
+    url = str(tmp_path / "db")
+    script = textwrap.dedent(f"""
+        import os, time, levels3
+        db = levels3.DB({url!r}, create_if_missing=True, flush_interval={flush_interval!r},
+                        lease_duration=1.0, lease_renewal=0.3)
+        for i in range(500):
+            db.put(b"unsynced%03d" % i, b"v")
+        time.sleep(1.0)
+        os.kill(os.getpid(), 9)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -9, result.stderr
+    with levels3.DB(url, lease_duration=1.0, lease_renewal=0.3, lock_timeout=10) as db:
+        found = sum(1 for _ in db)
+    assert found == (500 if flush_interval else 0)
+
+
+def test_sync_makes_earlier_writes_durable(db_location):
+    with db_location.open(create_if_missing=True) as db:
+        db.put(b"a", b"unsynced-marker-1")
+        assert b"unsynced-marker-1" not in b"".join(db_location.read_objects(lambda k: ".log/" in k))
+        db.sync()
+        assert b"unsynced-marker-1" in b"".join(db_location.read_objects(lambda k: ".log/" in k))

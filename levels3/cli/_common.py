@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any
 
 from ..engine.backend import build_store, resolve_options
 from ..errors import ConfigurationError
@@ -185,8 +185,3 @@ class _NoProgress:
 
     def __exit__(self, *exc: object) -> None:
         pass
-
-
-def chunked(items: list[Any], n: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from ..errors import Error
 from ._common import FORMATS, CommandError, UsageError, emit_json, open_db, parse_bytes, render
 
 
@@ -94,7 +95,13 @@ def cmd_get(args: argparse.Namespace) -> int:
 def cmd_put(args: argparse.Namespace) -> int:
     key = parse_bytes(args.key, args.key_format, "KEY")
     value = parse_bytes(args.value, args.value_format, "VALUE")
-    with open_db(args, args.url, create_if_missing=args.create) as db:
+    try:
+        db = open_db(args, args.url, create_if_missing=args.create)
+    except Error as exc:
+        if not args.create and "does not exist" in str(exc):
+            raise CommandError(f"{exc}; pass --create to create it") from None
+        raise
+    with db:
         db.put(key, value, sync=args.sync)
     return 0
 

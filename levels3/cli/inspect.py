@@ -33,9 +33,12 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         "verify", parents=[parent], help="check checksums and that every referenced object exists",
         description="Compare the store against the MANIFEST (missing objects: referenced but absent; orphaned "
                     "objects: present but not live), then open the database with paranoid checks and read every "
-                    "entry with checksum verification. Exit 1 on any problem, orphans included. Opening takes "
-                    "the writer lock (and, like any open, LevelDB removes obsolete files it knows of).")
+                    "entry with checksum verification. Exit 1 when anything is missing, mismatched or corrupt. "
+                    "Orphans (superseded or uncommitted objects a crashed or closing writer left, which gc "
+                    "removes) are listed; with --strict they fail the check too. Opening takes the writer lock "
+                    "(and, like any open, LevelDB removes obsolete files it knows of).")
     p.add_argument("url", metavar="URL")
+    p.add_argument("--strict", action="store_true", help="orphaned objects fail the check too")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_verify)
 
@@ -243,7 +246,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except Error as exc:
             problems.append(f"reading the database failed: {exc}")
     orphans = analysis.orphans()
-    ok = not problems and not orphans
+    ok = not problems and not (args.strict and orphans)
     if args.json:
         emit_json({
             "url": location.url,
@@ -252,6 +255,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "tables": len(analysis.manifest.tables) if analysis.manifest else None,
             "problems": problems,
             "orphans": [e.to_json() for e in orphans],
+            "strict": args.strict,
             "foreign": [e.to_json() for e in analysis.foreign()],
         })
     else:
@@ -263,8 +267,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"note:    {e.key} is not a levels3 object; ignored")
         tables = len(analysis.manifest.tables) if analysis.manifest else 0
         if ok:
-            print(f"ok: {entries} entries read with checksums verified, {tables} live tables, no missing or "
-                  f"orphaned objects")
+            garbage = f", {len(orphans)} orphaned objects (levels3 gc removes them)" if orphans else ""
+            print(f"ok: {entries} entries read with checksums verified, {tables} live tables, nothing "
+                  f"missing{garbage}")
         else:
             hint = " (levels3 gc removes orphans)" if orphans and not problems else ""
             print(f"FAILED: {len(problems)} problems, {len(orphans)} orphaned objects{hint}", file=sys.stderr)
@@ -359,7 +364,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("not confirmed; the lock is left alone")
         print(f"waiting up to {stale_after:g} s for the lease to be observed expired...", file=sys.stderr)
-        lease = _lease(store, options, timeout=stale_after + max(5.0, stale_after / 2))
+        lease = _lease(store, options, timeout=stale_after + max(2.0, stale_after / 2))
         started = time.monotonic()
         try:
             lease.acquire()

@@ -190,6 +190,15 @@ class Backend:
         except BaseException as exc:
             self._failures.append(f"{record.name}: {exc}")
 
+    def wal_has_unsent_bytes(self) -> bool:
+        """Whether the WAL being written holds bytes the store does not have yet."""
+        for record in self.catalog.records():
+            if record.writing and kind_of(record.name) is FileKind.WAL:
+                size = self.cache.written_size(record.name)
+                if size is not None and size > record.size:
+                    return True
+        return False
+
     def stats(self) -> dict[str, Any]:
         counters = self.counters.snapshot()
         counters.update(

@@ -256,6 +256,8 @@ class LocalDirStore(ObjectStore):
                 while not os.path.isdir(parent):
                     parent = os.path.dirname(parent)
                 self._fsync_dir(parent)
+        except StoreError:
+            raise  # ours (levels3 errors are OSErrors too, as plyvel's IOError is)
         except OSError as exc:
             raise self._fail("delete", key, exc) from exc
         log.debug("delete %r", key)
