@@ -35,8 +35,12 @@ def leveldb_paths():
 def extension():
     include_dir, lib_dirs = leveldb_paths()
     libraries = ["leveldb"]
+    link_args = []
     if os.environ.get("LEVELDB_ROOT"):
-        libraries.append("snappy")  # a static LevelDB needs its compressor linked in too
+        libraries.append("snappy")  # a static LevelDB needs its compressor linked in too (after it)
+        if sys.platform.startswith("linux"):
+            # Keep the statically linked LevelDB/snappy symbols private to the extension.
+            link_args.append("-Wl,--exclude-libs,ALL")
     return Extension(
         "levels3._native",
         sources=["levels3/_native.pyx", "csrc/object_env.cc"],
@@ -47,6 +51,7 @@ def extension():
         # Upstream LevelDB is built without RTTI; a subclass of EnvWrapper built with
         # it fails at import (missing typeinfo). -fno-rtti works with both builds.
         extra_compile_args=["-std=c++17", "-fno-rtti", "-O2"],
+        extra_link_args=link_args,
         define_macros=[("PY_SSIZE_T_CLEAN", None)],
     )
 

@@ -303,8 +303,8 @@ class LeaseLock:
         except StoreError:
             log.warning("could not clean up lock %s after a failed acquire", self._where(), exc_info=True)
 
-    def _adopt(self, etag: str, body: dict) -> bool:
-        started = self._attempt_starts.get(body.get("renewals"))
+    def _adopt(self, etag: str, body: dict | None) -> bool:
+        started = self._attempt_start(body)
         if started is None:
             return False
         self._won(etag, started)
@@ -332,7 +332,12 @@ class LeaseLock:
         return again.etag, None
 
     def _is_ours(self, body: dict | None) -> bool:
-        return bool(body) and body.get("writer") == self.writer_id
+        return body is not None and body.get("writer") == self.writer_id
+
+    def _attempt_start(self, body: dict | None) -> float | None:
+        """When our put that wrote ``body`` started, if it is one we are unsure about."""
+        renewals = body.get("renewals") if body is not None else None
+        return self._attempt_starts.get(renewals) if isinstance(renewals, int) else None
 
     # -------------------------------------------------------------- renewal
     def _renew_loop(self, stop: threading.Event) -> None:
@@ -381,7 +386,7 @@ class LeaseLock:
             return False
         if current is None or not self._is_ours(current[1]):
             return False
-        started = self._attempt_starts.get(current[1].get("renewals"))
+        started = self._attempt_start(current[1])
         if started is None:
             return False
         with self._mu:

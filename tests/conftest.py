@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -30,9 +30,10 @@ from moto import mock_aws  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from levels3.options import S3Options  # noqa: E402
+
+from .locations import KINDS, REGION, DBLocation, make_location  # noqa: E402
 from levels3.stores import LocalDirStore, ObjectStore, S3Store  # noqa: E402
 
-REGION = "us-east-1"
 
 
 def unique_bucket() -> str:
@@ -110,3 +111,14 @@ def moto_auth(moto_endpoint: str, server_bucket: str) -> Iterator[dict[str, str]
         yield creds
     finally:
         requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+
+
+@pytest.fixture(params=KINDS)
+def db_location(request: pytest.FixtureRequest, tmp_path) -> Iterator[DBLocation]:
+    """An empty database location of each kind; the integration tests run on all three."""
+    yield make_location(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def location_factory(request: pytest.FixtureRequest, tmp_path) -> Callable[[str], DBLocation]:
+    return lambda kind: make_location(kind, request, tmp_path)

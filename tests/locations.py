@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import boto3
 import pytest
@@ -13,7 +13,7 @@ import levels3
 from levels3.stores import LocalDirStore, ObjectStore, S3Store
 from levels3.options import S3Options
 
-from .conftest import REGION
+REGION = "us-east-1"
 
 KINDS = ("local", "mock_aws", "moto_server")
 
@@ -64,14 +64,3 @@ def make_location(kind: str, request: pytest.FixtureRequest, tmp_path) -> DBLoca
     boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(Bucket=bucket)
     options = {"region": REGION, "endpoint_url": endpoint, "request_timeout": 10}
     return DBLocation(kind, f"s3://{bucket}/tests/db", options, bucket, "tests/db")
-
-
-@pytest.fixture(params=KINDS)
-def db_location(request: pytest.FixtureRequest, tmp_path) -> Iterator[DBLocation]:
-    """An empty database location of each kind; the integration tests run on all three."""
-    yield make_location(request.param, request, tmp_path)
-
-
-@pytest.fixture
-def location_factory(request: pytest.FixtureRequest, tmp_path) -> Callable[[str], DBLocation]:
-    return lambda kind: make_location(kind, request, tmp_path)

@@ -168,7 +168,7 @@ def test_missing_database_exits_1(tmp_path, moto_endpoint, server_bucket) -> Non
         fails(result, 1)
         assert "error" in result.stderr, (case, result.stderr)
         assert secret not in result.stderr + result.stdout
-    assert "no database" in results[0].stderr
+    assert "does not exist" in results[0].stderr or "no database" in results[0].stderr
     assert "levels3.store" in results[3].stderr  # -vv shows every store request
 
 
@@ -188,7 +188,7 @@ def test_put_get_delete_scan_s3(target: Target) -> None:
 
 def test_put_get_delete_scan(local_target: Target) -> None:
     target = local_target
-    fails(target.run("put", "a", "1"), message="no database")  # no --create: nothing is created
+    fails(target.run("put", "a", "1"), message="pass --create")  # no --create: nothing is created
     ok(target.run("put", "a", "1", "--create"))
     ok(target.run("put", "00ff", base64.b64encode(b"\x00bin\n").decode(), "--key-format", "hex",
                   "--value-format", "base64", "--sync"))
@@ -274,51 +274,67 @@ def test_info_verify_gc(target: Target) -> None:
     assert "--- level 0 ---" in info["properties"]["leveldb.sstables"]
     assert "Compactions" in info["properties"]["leveldb.stats"]
     assert info["stats"]["requests"]
-    text = ok(target.run("info")).stdout
-    assert "tables" in text and "WAL segments" in text and "MANIFEST segments" in text and "leveldb.stats" in text
+    if target.kind == "local":
+        text = ok(target.run("info")).stdout
+        assert "tables" in text and "WAL segments" in text and "MANIFEST segments" in text
+        assert "leveldb.stats" in text and "cache" in text
 
     assert "ok:" in ok(target.run("verify")).stdout
 
     # an orphan: a table no version references
-    store = target.raw_store()
-    try:
-        store.put("w00000001/000999.ldb", b"not really a table")
-    finally:
-        store.close()
-    assert json.loads(ok(target.run("info", "--json", "--store-only")).stdout)["orphans"] == 1
-    kept = ok(target.run("gc"))  # default grace (an hour): too young to go
-    assert "kept:" in kept.stdout and "000999.ldb" in kept.stdout
+    planted = "w00000001/000999.ldb"
+
+    def plant() -> None:
+        store = target.raw_store()
+        try:
+            store.put(planted, b"not really a table")
+        finally:
+            store.close()
+
+    plant()
+    assert json.loads(ok(target.run("info", "--json", "--store-only")).stdout)["orphans"] >= 1
+    if target.kind == "local":
+        kept = ok(target.run("gc"))  # default grace (an hour): too young to go
+        assert "kept:" in kept.stdout and planted in kept.stdout
     dry = json.loads(ok(target.run("gc", "--grace", "0", "--json")).stdout)
-    assert dry["dry_run"] is True and [e["key"] for e in dry["would_remove"]] == ["w00000001/000999.ldb"]
-    assert "w00000001/000999.ldb" in target.keys()
-    fails(target.run("verify"), message="orphan")
-    # verify opened the database (LevelDB may have removed the file itself); gc --delete clears what is left
+    assert dry["dry_run"] is True and planted in [e["key"] for e in dry["would_remove"]]
+    assert planted in target.keys()
     ok(target.run("gc", "--grace", "0", "--delete"))
-    assert "w00000001/000999.ldb" not in target.keys()
-    ok(target.run("verify"))
+    assert planted not in target.keys()
+    assert json.loads(ok(target.run("info", "--json", "--store-only")).stdout)["orphans"] == 0
+
+    plant()
+    assert planted in fails(target.run("verify", "--strict"), message="orphan").stdout
+    # (opening the database made LevelDB drop the obsolete table it saw)
+    assert json.loads(ok(target.run("verify", "--json")).stdout)["ok"] is True
     with target.open() as db:
         assert len(list(db.iterator(include_value=False))) == 1500
 
 
 def test_verify_finds_corruption_and_missing_tables(local_target: Target) -> None:
     _small_db(local_target)
+    info = json.loads(ok(local_target.run("info", "--json", "--store-only")).stdout)
+    live = [t["number"] for tables in info["manifest"]["levels"].values() for t in tables]
+    assert len(live) >= 2
     store = local_target.raw_store()
-    tables = sorted(i.key for i in store.list("") if i.key.endswith(".ldb"))
-    assert tables
-    path = os.path.join(local_target.url, *tables[0].split("/"))
+    keys = [i.key for i in store.list("")]
+
+    def newest(number: int) -> str:  # the live object of a table: its highest writer epoch
+        return max(k for k in keys if k.endswith(f"/{number:06d}.ldb"))
+
+    path = os.path.join(local_target.url, *newest(live[0]).split("/"))
     with open(path, "r+b") as f:
         f.seek(20)
         byte = f.read(1)
         f.seek(20)
         f.write(bytes([byte[0] ^ 0xFF]))
-    result = fails(local_target.run("verify", "--json"))
-    report = json.loads(result.stdout)
+    report = json.loads(fails(local_target.run("verify", "--json")).stdout)
     assert report["ok"] is False and any("reading the database failed" in p for p in report["problems"])
 
-    store.delete(tables[-1])
-    fails(local_target.run("verify"))
-    fails(local_target.run("gc", "--delete", "--grace", "0"), message="damaged")
+    store.delete(newest(live[-1]))
     store.close()
+    fails(local_target.run("verify"), message="problems")
+    fails(local_target.run("gc", "--delete", "--grace", "0"), message="damaged")
 
 
 # -- the lock ------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import levels3
 from levels3.stores import LocalDirStore
 
 from .conftest import REGION
-from .locations import db_location, location_factory  # noqa: F401 - fixtures
 
 
 def test_reopen_with_same_cache_reuses_it(db_location, tmp_path):
@@ -222,3 +221,20 @@ def test_sync_makes_earlier_writes_durable(db_location):
         assert b"unsynced-marker-1" not in b"".join(db_location.read_objects(lambda k: ".log/" in k))
         db.sync()
         assert b"unsynced-marker-1" in b"".join(db_location.read_objects(lambda k: ".log/" in k))
+
+
+def test_manifest_reads_stay_few_however_long_the_writer_ran(db_location):
+    """Cold open after hundreds of version edits: the MANIFEST comes back in a few objects."""
+    with db_location.open(create_if_missing=True, write_buffer_size=16 * 1024) as db:
+        for i in range(20_000):  # a memtable flush (a MANIFEST edit) every ~500 writes
+            db.put(b"%08d" % i, b"v" * 20)
+        db.sync()
+        store = db_location.raw_store()
+        manifest_objects = [o.key for o in store.list() if "/MANIFEST-" in o.key]
+    assert 0 < len(manifest_objects) <= 2 * 16
+    assert any(key.endswith("-1") for key in manifest_objects)  # merges happened
+    with db_location.open(cache_dir=None) as db:
+        assert db.get(b"00012345") == b"v" * 20
+        gets = db.stats()["requests"]["get"]
+    # CURRENT (fence), the MANIFEST's objects, WAL segments, and the few tables one key lives in
+    assert gets <= 1 + len(manifest_objects) + 8

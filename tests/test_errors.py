@@ -14,7 +14,6 @@ import levels3
 from levels3.stores import FaultInjectingStore
 
 from .conftest import REGION
-from .locations import db_location, location_factory  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("name", ["ftp://host/db", "s3://", "s3://ab/db", "s3://bucket/a//b", "file://host/db", ""])

@@ -7,12 +7,9 @@ import multiprocessing
 import os
 import threading
 import time
-import uuid
 from typing import Iterator, Mapping
 
-import boto3
 import pytest
-import requests
 
 from .conftest import REGION
 from levels3.errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError

@@ -9,7 +9,6 @@ and ``gc`` share this; none of it writes to the store.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import time
@@ -18,7 +17,6 @@ from typing import Any, Iterable
 
 from ..engine.catalog import Catalog
 from ..engine.layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, parse_key
-from ..options import Location, S3Options
 from ..stores.base import ObjectInfo, ObjectStore
 
 # -- CRC32C (Castagnoli), as LevelDB masks it -----------------------------------
@@ -228,38 +226,9 @@ def file_number(name: str) -> int | None:
 # -- object ages ---------------------------------------------------------------------
 
 
-def object_times(location: Location, options: S3Options) -> dict[str, float]:
-    """Key -> last-modified time (epoch seconds) of every object under the database.
-
-    ObjectInfo carries no timestamp, so this reads it from the backend directly:
-    file mtimes for a local store, ``LastModified`` from one LIST for S3.
-    """
-    times: dict[str, float] = {}
-    if location.scheme == "file":
-        root = location.prefix
-        for dirpath, dirnames, filenames in os.walk(root):
-            if dirpath == root:
-                dirnames[:] = [d for d in dirnames if d != ".levels3-tmp"]
-            rel = os.path.relpath(dirpath, root)
-            base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            for name in filenames:
-                try:
-                    times[base + name] = os.stat(os.path.join(dirpath, name)).st_mtime
-                except FileNotFoundError:
-                    pass
-        return times
-    from ..stores.s3 import build_client
-
-    client = build_client(options)
-    base = f"{location.prefix}/" if location.prefix else ""
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=base):
-            for item in page.get("Contents", ()):
-                times[item["Key"][len(base):]] = item["LastModified"].timestamp()
-    finally:
-        if options.client is None:
-            client.close()
-    return times
+def object_times(store: ObjectStore) -> dict[str, float]:
+    """Key -> last-modified time (epoch seconds) of every object under the database."""
+    return {info.key: info.last_modified for info in store.list("") if info.last_modified is not None}
 
 
 # -- classification ---------------------------------------------------------------------
@@ -409,12 +378,12 @@ def analyze(store: ObjectStore, *, times: dict[str, float] | None = None, check_
         if e.status != "live" or e.kind not in ("table", "wal", "manifest"):
             continue
         name = parse_key(e.key).name  # type: ignore[union-attr]
-        number = file_number(name)
+        file_no = file_number(name)
         if e.kind == "table":
-            if number not in state.tables:
+            if file_no not in state.tables:
                 e.status, e.reason = "orphan", "table not in the current version"
         elif e.kind == "wal":
-            if number is None or (number < state.log_number and number != state.prev_log_number):
+            if file_no is None or (file_no < state.log_number and file_no != state.prev_log_number):
                 e.status, e.reason = "orphan", f"log older than the one in use ({state.log_number:06d}.log)"
         elif name != manifest_name:
             e.status, e.reason = "orphan", f"not the current manifest ({manifest_name})"

@@ -139,7 +139,7 @@ def _manifest_lines(analysis: Analysis) -> list[str]:
 def cmd_info(args: argparse.Namespace) -> int:
     location, options, store = open_store(args, args.url)
     try:
-        times = object_times(location, options)
+        times = object_times(store)
         analysis = analyze(store, times=times)
         lock = _lock_state(store, times, options)
     finally:
@@ -290,7 +290,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         lease = _lease(store, options)
         lease.acquire()
         try:
-            times = object_times(location, options)
+            times = object_times(store)
             analysis = analyze(store, times=times)
             if not analysis.has_database:
                 raise CommandError(f"no database at {location.url} (no CURRENT object); gc removes nothing "
@@ -299,7 +299,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
                 raise CommandError("the database is damaged, gc removes nothing (orphans may be needed to "
                                    "repair it): " + "; ".join(analysis.problems))
             now = time.time()
-            eligible, young = [], []
+            eligible: list[Entry] = []
+            young: list[Entry] = []
             for e in analysis.orphans():
                 (eligible if e.mtime is not None and now - e.mtime >= args.grace else young).append(e)
             if args.delete:
@@ -324,7 +325,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         return 0
     verb = "removed" if args.delete else "would remove"
     for e in eligible:
-        print(f"{verb}: {e.key} ({e.size} bytes, age {age_text(now - e.mtime)}): {e.reason}")  # type: ignore[operator]
+        print(f"{verb}: {e.key} ({e.size} bytes, age {age_text(now - (e.mtime or now))}): {e.reason}")
     for e in young:
         age = "unknown age" if e.mtime is None else f"age {age_text(now - e.mtime)}"
         print(f"kept:   {e.key} ({e.size} bytes, {age}, within the {args.grace:g} s grace period): {e.reason}")
@@ -341,7 +342,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_lock(args: argparse.Namespace) -> int:
     location, options, store = open_store(args, args.url)
     try:
-        times = object_times(location, options)
+        times = object_times(store)
         state = _lock_state(store, times, options)
         state["url"] = location.url
         if not args.break_lock:

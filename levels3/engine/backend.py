@@ -24,6 +24,8 @@ from .layout import CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, o
 
 log = logging.getLogger("levels3.backend")
 
+MERGE_FANOUT = 16  # MANIFEST segments merged per object (see layout)
+
 
 def resolve_options(options: S3Options | None, overrides: Mapping[str, Any]) -> S3Options:
     """Merge ``options=`` and keyword store options into one S3Options."""
@@ -325,6 +327,26 @@ class Backend:
         # A sync is acknowledged only if the lease was still ours when the segment
         # landed: then no successor can have listed the store before it did.
         self._check_lease()
+        if kind_of(record.name) is FileKind.MANIFEST:
+            self._merge_segments(record)
+
+    def _merge_segments(self, record: FileRecord) -> None:
+        """Whenever MERGE_FANOUT objects of one level end the file, replace them by
+        one object of the next level: a cold open then reads O(log n) objects of a
+        MANIFEST that took n edits, and each byte is uploaded O(log n) times (the
+        MANIFEST is tiny next to the tables)."""
+        level = 0
+        while True:
+            tail = record.objects[-MERGE_FANOUT:]
+            if len(tail) < MERGE_FANOUT or any(o.level != level for o in tail):
+                return
+            start, end = tail[0].offset, tail[-1].end
+            key = object_key(record.name, record.epoch, start, end=end, level=level + 1)
+            etag = self.store.put(key, self._read_local(record.name, start, end), if_none_match=True)
+            record.objects[-MERGE_FANOUT:] = [StoredObject(key, start, end - start, etag, level + 1)]
+            for obj in tail:  # readers prefer the merged object already; these are garbage now
+                self.store.delete(obj.key)
+            level += 1
 
     def _upload_whole(self, record: FileRecord, size: int) -> None:
         if record.objects:

@@ -23,6 +23,11 @@ class StoredObject:
     offset: int  # where this object's bytes start in the file (0 for whole objects)
     size: int
     etag: str
+    level: int = 0  # > 0: a merge of smaller segments (see layout)
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
 
 
 @dataclass
@@ -63,13 +68,12 @@ class Catalog:
             if parsed is None:
                 continue
             record = versions.setdefault((parsed.name, parsed.epoch), FileRecord(parsed.name, parsed.epoch))
-            record.objects.append(StoredObject(info.key, parsed.offset or 0, info.size, info.etag))
+            record.objects.append(StoredObject(info.key, parsed.offset or 0, info.size, info.etag, parsed.level))
         for (name, _epoch), record in sorted(versions.items()):
-            record.objects.sort(key=lambda o: o.offset)
             older = catalog._files.get(name)
             if older is not None:
                 catalog.garbage.extend(older.objects)
-            catalog._drop_after_gap(record)
+            catalog._choose_cover(record)
             catalog._files[name] = record
         return catalog
 
@@ -80,19 +84,30 @@ class Catalog:
             keys = [o.key for r in self._files.values() for o in r.objects] + [o.key for o in self.garbage]
         return max([p.epoch for p in map(parse_key, keys) if p is not None] + [0])
 
-    def _drop_after_gap(self, record: FileRecord) -> None:
-        # Segments are uploaded in order and a failed upload stops the writer, so
-        # a gap means the bytes after it were never acknowledged: they are not part
-        # of the file (and LevelDB's record checksums would reject a torn tail).
-        expected = 0
-        for index, obj in enumerate(record.objects):
-            if obj.offset != expected:
-                log.warning("%s: segment at offset %d follows a gap at %d; ignoring the rest",
-                            record.name, obj.offset, expected)
-                self.garbage.extend(record.objects[index:])
-                del record.objects[index:]
-                return
-            expected += obj.size
+    def _choose_cover(self, record: FileRecord) -> None:
+        """Keep the fewest objects that cover the file from offset 0: at each
+        position the longest one (a merge wins over the segments it replaced).
+
+        Segments are uploaded in order and a failed upload stops the writer, so a
+        gap means the bytes after it were never acknowledged: they are not part of
+        the file (and LevelDB's record checksums would reject a torn tail).
+        """
+        by_start: dict[int, StoredObject] = {}
+        for obj in record.objects:
+            best = by_start.get(obj.offset)
+            if best is None or obj.end > best.end:
+                by_start[obj.offset] = obj
+        chosen: list[StoredObject] = []
+        position = 0
+        while position in by_start:
+            chosen.append(by_start[position])
+            position = by_start[position].end
+        keep = {id(o) for o in chosen}
+        dropped = [o for o in record.objects if id(o) not in keep]
+        if any(o.offset >= position for o in dropped):
+            log.warning("%s: objects after a gap at offset %d are ignored", record.name, position)
+        self.garbage.extend(dropped)
+        record.objects = chosen
 
     def get(self, name: str) -> FileRecord | None:
         with self._lock:

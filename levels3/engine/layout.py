@@ -10,7 +10,10 @@ epochs the highest one is the live one.
   ``w<epoch>/<name>``, one object written once (``If-None-Match: *``);
 - the WAL (``NNNNNN.log``) and ``MANIFEST-NNNNNN``: append-only files stored as
   immutable segments ``w<epoch>/<name>/<offset>``, each holding only the bytes
-  written since the previous upload;
+  written since the previous upload. MANIFEST segments are merged 16 at a time
+  into ``w<epoch>/<name>/<offset>-<end>-<level>`` objects (and those 16 at a time
+  into the next level), so reading a MANIFEST back takes a number of GETs that
+  grows only logarithmically with how long its writer ran;
 - ``CURRENT``: one object at the top, replaced with ``If-Match``: the commit
   point, carrying the committing writer's epoch in its metadata;
 - ``LOCK``: the lease object (levels3.lock);
@@ -53,7 +56,8 @@ _TABLE = re.compile(r"\d+\.(ldb|sst)")
 _WAL = re.compile(r"\d+\.log")
 _MANIFEST = re.compile(r"MANIFEST-\d+")
 _TEMP = re.compile(r"\d+\.dbtmp")
-_OBJECT = re.compile(r"w(\d{%d})/((?:lost/)?[^/]+)(?:/(\d{%d}))?" % (_EPOCH_DIGITS, _OFFSET_DIGITS))
+_OBJECT = re.compile(r"w(\d{%d})/((?:lost/)?[^/]+)(?:/(\d{%d})(?:-(\d{%d})-(\d+))?)?"
+                     % (_EPOCH_DIGITS, _OFFSET_DIGITS, _OFFSET_DIGITS))
 
 
 def kind_of(name: str) -> FileKind:
@@ -81,14 +85,20 @@ class ObjectName(NamedTuple):
     name: str
     epoch: int
     offset: int | None  # None for a whole object
+    level: int = 0  # 0 for a segment as uploaded; n > 0 for a merge of level n-1 objects
 
 
-def object_key(name: str, epoch: int, offset: int | None = None) -> str:
-    """The key of a whole object (offset None) or of the segment starting at offset."""
+def object_key(name: str, epoch: int, offset: int | None = None, *, end: int = 0, level: int = 0) -> str:
+    """The key of a whole object (offset None), of the segment starting at offset,
+    or (level > 0) of the merged object covering [offset, end)."""
     if name == CURRENT_NAME:
         return CURRENT_NAME
     base = f"w{epoch:0{_EPOCH_DIGITS}d}/{name}"
-    return base if offset is None else f"{base}/{offset:0{_OFFSET_DIGITS}d}"
+    if offset is None:
+        return base
+    if level:
+        return f"{base}/{offset:0{_OFFSET_DIGITS}d}-{end:0{_OFFSET_DIGITS}d}-{level}"
+    return f"{base}/{offset:0{_OFFSET_DIGITS}d}"
 
 
 def parse_key(key: str) -> ObjectName | None:
@@ -103,4 +113,5 @@ def parse_key(key: str) -> ObjectName | None:
     kind = kind_of(name)
     if kind.segmented != (offset is not None) or kind in (FileKind.CURRENT, FileKind.LOCK) or kind.local_only:
         return None
-    return ObjectName(name, int(match.group(1)), None if offset is None else int(offset))
+    level = int(match.group(5)) if match.group(5) else 0
+    return ObjectName(name, int(match.group(1)), None if offset is None else int(offset), level)

@@ -19,6 +19,7 @@ class ObjectInfo:
     size: int
     etag: str
     metadata: Mapping[str, str] = field(default_factory=dict)  # only filled by head()
+    last_modified: float | None = None  # seconds since the epoch, as the store reports it
 
 
 class ObjectStore(abc.ABC):

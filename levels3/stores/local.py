@@ -182,7 +182,7 @@ class LocalDirStore(ObjectStore):
                 metadata = json.load(f)
         except FileNotFoundError:
             pass
-        return ObjectInfo(key=key, size=st.st_size, etag=etag, metadata=metadata)
+        return ObjectInfo(key=key, size=st.st_size, etag=etag, metadata=metadata, last_modified=st.st_mtime)
 
     def put(
         self,
@@ -281,7 +281,7 @@ class LocalDirStore(ObjectStore):
                     st = os.stat(os.path.join(dirpath, name))
                 except FileNotFoundError:
                     continue  # deleted while walking
-                found.append(ObjectInfo(key=key, size=st.st_size, etag=_etag(st)))
+                found.append(ObjectInfo(key=key, size=st.st_size, etag=_etag(st), last_modified=st.st_mtime))
         # S3 orders keys by UTF-8 bytes, which is code-point order.
         found.sort(key=lambda info: info.key)
         log.debug("list %r objects=%d", prefix, len(found))

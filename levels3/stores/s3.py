@@ -189,6 +189,7 @@ class S3Store(ObjectStore):
             size=int(response["ContentLength"]),
             etag=response["ETag"],
             metadata=dict(response.get("Metadata") or {}),
+            last_modified=_timestamp(response.get("LastModified")),
         )
 
     def put(
@@ -239,7 +240,8 @@ class S3Store(ObjectStore):
             for page in pages:
                 self._debug("list", prefix, began)
                 for item in page.get("Contents", ()):
-                    yield ObjectInfo(key=item["Key"][len(base) :], size=int(item["Size"]), etag=item["ETag"])
+                    yield ObjectInfo(key=item["Key"][len(base) :], size=int(item["Size"]), etag=item["ETag"],
+                                     last_modified=_timestamp(item.get("LastModified")))
                 began = time.monotonic()
         except Exception as exc:
             raise self._error(exc, "list", prefix) from exc
@@ -247,6 +249,11 @@ class S3Store(ObjectStore):
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+
+def _timestamp(value: Any) -> float | None:
+    """botocore's LastModified (a datetime) as seconds since the epoch."""
+    return value.timestamp() if value is not None else None
 
 
 def probe_conditional_writes(store: ObjectStore) -> None:
