@@ -25,9 +25,10 @@ LEASE, RENEWAL = 1.0, 0.25
 class Writer:
     """tests/writer_process.py in a child process, its acknowledgements collected as they come."""
 
-    def __init__(self, url: str, seed: str) -> None:
+    def __init__(self, url: str, seed: str, options: dict | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.writer_process", url, str(LEASE), str(RENEWAL), seed],
+            [sys.executable, "-m", "tests.writer_process", url, str(LEASE), str(RENEWAL), seed,
+             json.dumps(options or {})],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.acked: list[tuple[str, bool]] = []
         self.lines: list[str] = []
@@ -89,9 +90,11 @@ def test_two_processes_never_write_at_once(tmp_path):
         assert sum(1 for _ in db) == 100
 
 
-def test_zombie_writer_is_fenced(tmp_path):
-    url = str(tmp_path / "db")
-    a = Writer(url, "a")
+def test_zombie_writer_is_fenced(tmp_path, location_factory):
+    """Over real HTTP (moto server): A is stopped mid-flight, wherever it happens to be."""
+    location = location_factory("moto_server")
+    url, options = location.url, location.options
+    a = Writer(url, "a", options)
     try:
         a.wait_for_acks(200)
         os.kill(a.proc.pid, signal.SIGSTOP)
@@ -99,7 +102,7 @@ def test_zombie_writer_is_fenced(tmp_path):
         time.sleep(0.3)  # let the pipe drain what A printed before it stopped
         acked_before_stop = list(a.acked)
 
-        b = levels3.DB(url, lease_duration=LEASE, lease_renewal=RENEWAL, lock_timeout=30)
+        b = levels3.DB(url, lease_duration=LEASE, lease_renewal=RENEWAL, lock_timeout=30, **options)
         b.put(b"from-b", b"1", sync=True)
         os.kill(a.proc.pid, signal.SIGCONT)
         assert a.proc.wait(timeout=30) == 3  # A's next write raised LeaseLostError
@@ -115,7 +118,7 @@ def test_zombie_writer_is_fenced(tmp_path):
             os.kill(a.proc.pid, signal.SIGCONT)
             a.kill()
 
-    with levels3.DB(url, cache_dir=str(tmp_path / "fresh")) as reader:
+    with levels3.DB(url, cache_dir=str(tmp_path / "fresh"), **options) as reader:
         for key, synced in acked_before_stop:
             if synced:
                 assert reader.get(key.encode()) == key.encode()[::-1] * 4

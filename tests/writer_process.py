@@ -1,6 +1,6 @@
 """A writer run as a real process by the fencing and crash tests.
 
-    python -m tests.writer_process URL LEASE_DURATION LEASE_RENEWAL SEED
+    python -m tests.writer_process URL LEASE_DURATION LEASE_RENEWAL SEED [STORE_OPTIONS_JSON]
 
 Opens URL for writing (taking over a dead writer's lease), then writes forever:
 every write is a put of ``k<seed>-<n>``, every third one synced. After each
@@ -10,6 +10,7 @@ write returns it prints ``ack <key> <synced 0/1>``; on LeaseLostError it prints
 
 from __future__ import annotations
 
+import json
 import sys
 
 import levels3
@@ -17,8 +18,9 @@ import levels3
 
 def main() -> int:
     url, lease_duration, lease_renewal, seed = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
     db = levels3.DB(url, create_if_missing=True, lease_duration=lease_duration, lease_renewal=lease_renewal,
-                    lock_timeout=60, write_buffer_size=64 * 1024)
+                    lock_timeout=60, write_buffer_size=64 * 1024, **options)
     print("open", flush=True)
     n = 0
     while True:

@@ -56,8 +56,9 @@ class LocalDirStore(ObjectStore):
     (S3 allows ``a`` and ``a/b`` side by side); such a put fails with StoreError.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, create: bool) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, create: bool, lock_wait: float = 10.0) -> None:
         self.root = os.path.abspath(os.fspath(root))
+        self.lock_wait = lock_wait
         self.url = f"file://{self.root}"
         if not os.path.isdir(self.root):
             if os.path.exists(self.root):
@@ -82,9 +83,25 @@ class LocalDirStore(ObjectStore):
     def _locked(self) -> Iterator[None]:
         # A fresh open file description per use: flock then excludes other threads
         # too, and a forked child never shares its parent's lock by inheritance.
+        # The lock is held for microseconds; a holder that was stopped (SIGSTOP) or
+        # hung must not hang everyone else, so waiting is bounded like a request.
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            deadline = time.monotonic() + self.lock_wait
+            delay = 0.0005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        error = StoreError(f"{self.root}: the store's update lock has been held by another "
+                                           f"process for over {self.lock_wait:g} s (stopped or hung?)",
+                                           operation="lock")
+                        error.transient = True  # type: ignore[attr-defined]
+                        raise error from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
             yield
         finally:
             os.close(fd)
