@@ -24,9 +24,11 @@ from .errors import (
     LockError,
     ObjectNotFound,
     PreconditionFailed,
+    ReadOnlyError,
+    StaleVersionError,
     StoreError,
 )
-from .maintenance import destroy_db, repair_db
+from .maintenance import destroy_db, repair_db, restore
 from .options import S3Options
 
 __version__ = "0.1.0"
@@ -41,6 +43,7 @@ __all__ = [
     "S3Options",
     "destroy_db",
     "repair_db",
+    "restore",
     "Error",
     "IOError",
     "CorruptionError",
@@ -51,6 +54,8 @@ __all__ = [
     "ConfigurationError",
     "LockError",
     "LeaseLostError",
+    "ReadOnlyError",
+    "StaleVersionError",
     "__version__",
     "__leveldb_version__",
 ]

@@ -30,6 +30,7 @@ from levels3.errors import (
     IteratorInvalidError,
     LeaseLostError,
     ObjectNotFound,
+    ReadOnlyError,
 )
 
 __leveldb_version__ = f"{ldb.kMajorVersion}.{ldb.kMinorVersion}"
@@ -276,6 +277,7 @@ cdef class _Handle:
     cdef ldb.Cache* block_cache
     cdef object backend
     cdef object comparator_fn
+    cdef bint retired  # replaced by a follower's refresh(): closes its backend when freed
 
     def __cinit__(self):
         self.order = ldb.BytewiseComparator()
@@ -338,7 +340,22 @@ cdef class _Handle:
             del self.block_cache
             self.block_cache = NULL
 
+    def close(self):
+        """Free LevelDB (its WAL and MANIFEST upload their tails), then the backend."""
+        if self.backend is None:
+            return
+        self.backend.begin_close()
+        with nogil:
+            self.free()
+        backend, self.backend = self.backend, None
+        backend.close()
+
     def __dealloc__(self):
+        if self.retired and self.backend is not None:
+            try:
+                self.close()
+            except BaseException:
+                _leveldb_log.exception("closing a refreshed-away generation failed")
         with nogil:
             self.free()
 
@@ -423,13 +440,18 @@ cdef class DB:
     cdef object _close_lock
     cdef object _flusher_stop  # set to end the flush_interval thread
     cdef object _flusher
+    cdef readonly bint read_only
+    cdef dict _config
+    cdef object _refresher_stop
+    cdef object _refresher
     cdef object __weakref__
 
     def __init__(self, name, *, create_if_missing=False, error_if_exists=False,
                  paranoid_checks=None, write_buffer_size=None, max_open_files=None,
                  lru_cache_size=None, block_size=None, block_restart_interval=None,
                  max_file_size=None, compression="snappy", bloom_filter_bits=0,
-                 comparator=None, comparator_name=None, options=None, **store_options):
+                 comparator=None, comparator_name=None, read_only=False, checkpoint=None,
+                 refresh_interval=None, options=None, **store_options):
         if self._h is not None:
             raise RuntimeError("DB.__init__ called twice")
         config = dict(
@@ -443,7 +465,16 @@ cdef class DB:
         from levels3.engine.backend import Backend
         self._children = weakref.WeakSet()
         self._close_lock = threading.Lock()
-        backend = Backend.open(name, options, store_options, create_if_missing=bool(create_if_missing))
+        if checkpoint is not None or refresh_interval is not None:
+            read_only = True
+        if read_only and create_if_missing and checkpoint is None:
+            pass  # plyvel habit: harmless, a follower never creates anything
+        self.read_only = bool(read_only)
+        self._config = config
+        if self.read_only:
+            backend = Backend.open_follower(name, options, store_options, checkpoint=checkpoint)
+        else:
+            backend = Backend.open(name, options, store_options, create_if_missing=bool(create_if_missing))
         try:
             self._h = open_handle(backend, config)
         except BaseException:
@@ -455,8 +486,16 @@ cdef class DB:
         self._backend = backend
         self.name = name  # as given, like plyvel (the store URL is in repr and messages)
         _open_databases.add(self)
+        if refresh_interval is not None:
+            if isinstance(refresh_interval, bool) or not isinstance(refresh_interval, (int, float)) \
+                    or refresh_interval <= 0:
+                raise ValueError(f"refresh_interval must be a positive number, not {refresh_interval!r}")
+            self._refresher_stop = threading.Event()
+            self._refresher = threading.Thread(target=self._refresh_periodically, args=(refresh_interval,),
+                                               name="levels3-refresh", daemon=True)
+            self._refresher.start()
         interval = backend.options.flush_interval
-        if interval is not None:
+        if interval is not None and not self.read_only:
             self._flusher_stop = threading.Event()
             self._flusher = threading.Thread(target=self._flush_periodically, args=(interval,),
                                              name="levels3-flush", daemon=True)
@@ -473,21 +512,72 @@ cdef class DB:
             except BaseException:
                 _leveldb_log.exception("periodic WAL flush failed")
 
+    def _refresh_periodically(self, interval):
+        while not self._refresher_stop.wait(interval):
+            try:
+                self.refresh()
+            except RuntimeError:
+                return  # closed meanwhile
+            except BaseException:
+                _leveldb_log.exception("periodic refresh failed")
+
+    def refresh(self):
+        """Follow the writer: move this read-only view to its newest committed state,
+        synced writes still in the WAL included. Iterators and snapshots taken
+        before keep reading the state they were made from."""
+        if not self.read_only or self._backend.checkpoint is not None:
+            raise Error("refresh() is for followers opened with read_only=True")
+        cdef _Handle old = self._live()
+        cdef _Handle new
+        with self._close_lock:
+            backend = old.backend.next_generation()
+            try:
+                new = open_handle(backend, self._config)
+            except BaseException:
+                backend.close()
+                raise
+            old = self._h
+            self._h = new
+            self._backend = backend
+            old.retired = True  # freed (and its cache generation removed) once unreferenced
+
+    cdef inline int _check_writable(self) except -1:
+        if self.read_only:
+            raise ReadOnlyError(f"{self.name!r} was opened read_only: writes go through its single writer")
+        return 0
+
+    def checkpoint(self, name):
+        """Record the current state as checkpoint ``name`` in the store (no data copied).
+
+        Every write made before the call is part of it; the objects it needs are
+        kept by the writer's deletion. Open it with DB(url, checkpoint=name)."""
+        self._check_writable()
+        self.sync()
+        self._backend.create_checkpoint(name)
+
     def sync(self):
         """Make every write so far durable in the store (like a synced empty write)."""
-        self._check_open()
+        cdef _Handle h = self._live()
+        self._check_writable()
         cdef ldb.WriteOptions wo
         cdef ldb.WriteBatch empty
         cdef Status st
         wo.sync = True
         with nogil:
-            st = self._h.db.Write(wo, &empty)
-        raise_for_status(st, self._backend)
+            st = h.db.Write(wo, &empty)
+        raise_for_status(st, h.backend)
 
     cdef inline int _check_open(self) except -1:
-        if self._h is None or self._h.db == NULL:
-            raise RuntimeError("Database is closed")
+        self._live()
         return 0
+
+    cdef inline _Handle _live(self):
+        """The open handle; callers keep it referenced across their nogil call, so a
+        follower's refresh() can swap in a new one without freeing it under them."""
+        cdef _Handle h = self._h
+        if h is None or h.db == NULL:
+            raise RuntimeError("Database is closed")
+        return h
 
     # -- hot path --------------------------------------------------------
 
@@ -497,14 +587,14 @@ cdef class DB:
         cdef string value
         cdef Status st
         cdef Slice k = to_slice(key)
-        self._check_open()
+        cdef _Handle h = self._live()
         ro.verify_checksums = verify_checksums
         ro.fill_cache = fill_cache
         with nogil:
-            st = self._h.db.Get(ro, k, &value)
+            st = h.db.Get(ro, k, &value)
         if st.IsNotFound():
             return default
-        raise_for_status(st, self._backend)
+        raise_for_status(st, h.backend)
         return PyBytes_FromStringAndSize(value.data(), value.size())
 
     def put(self, key, value, *, sync=False):
@@ -520,22 +610,26 @@ cdef class DB:
             holder = _Value()
             holder.set(value)
             v = holder.slice
-        self._check_open()
+        cdef _Handle h = self._live()
+        if self.read_only:
+            self._check_writable()
         wo.sync = sync
         with nogil:
-            st = self._h.db.Put(wo, k, v)
-        raise_for_status(st, self._backend)
+            st = h.db.Put(wo, k, v)
+        raise_for_status(st, h.backend)
 
     def delete(self, key, *, sync=False):
         """Remove key (no error if it is absent)."""
         cdef ldb.WriteOptions wo
         cdef Status st
         cdef Slice k = to_slice(key)
-        self._check_open()
+        cdef _Handle h = self._live()
+        if self.read_only:
+            self._check_writable()
         wo.sync = sync
         with nogil:
-            st = self._h.db.Delete(wo, k)
-        raise_for_status(st, self._backend)
+            st = h.db.Delete(wo, k)
+        raise_for_status(st, h.backend)
 
     # -- the rest of the API ----------------------------------------------
 
@@ -575,19 +669,19 @@ cdef class DB:
 
     def get_property(self, name):
         """A LevelDB property such as b'leveldb.stats', or None."""
-        self._check_open()
+        cdef _Handle h = self._live()
         cdef Slice n = to_slice(name, "property name")
         cdef string value
         cdef bint found
         with nogil:
-            found = self._h.db.GetProperty(n, &value)
+            found = h.db.GetProperty(n, &value)
         if not found:
             return None
         return PyBytes_FromStringAndSize(value.data(), value.size())
 
     def compact_range(self, *, start=None, stop=None):
         """Compact the key range [start, stop] (None: unbounded)."""
-        self._check_open()
+        cdef _Handle h = self._live()
         cdef Slice s, e
         cdef Slice* sp = NULL
         cdef Slice* ep = NULL
@@ -598,7 +692,7 @@ cdef class DB:
             e = to_slice(stop)
             ep = &e
         with nogil:
-            self._h.db.CompactRange(sp, ep)
+            h.db.CompactRange(sp, ep)
         if self._backend.lease_lost:
             raise LeaseLostError("the lease on the database was lost during compaction")
 
@@ -608,7 +702,7 @@ cdef class DB:
 
     def approximate_sizes(self, *ranges):
         """Approximate bytes on disk for each (start, stop) range."""
-        self._check_open()
+        cdef _Handle h = self._live()
         cdef vector[ldb.Range] cranges
         cdef vector[uint64_t] sizes
         keep = []
@@ -623,7 +717,7 @@ cdef class DB:
         for start, stop in keep:
             cranges.push_back(ldb.Range(to_slice(start), to_slice(stop)))
         with nogil:
-            self._h.db.GetApproximateSizes(cranges.data(), n, sizes.data())
+            h.db.GetApproximateSizes(cranges.data(), n, sizes.data())
         return [sizes[i] for i in range(n)]
 
     def stats(self):
@@ -637,21 +731,20 @@ cdef class DB:
     def close(self):
         """Close the database: upload what is left, release the lock, drop the cache."""
         cdef _Handle handle
+        for stop, thread in ((self._flusher_stop, self._flusher), (self._refresher_stop, self._refresher)):
+            if thread is not None:
+                stop.set()
+                if thread is not threading.current_thread():
+                    thread.join()
         with self._close_lock:
             if self._h is None:
                 return
-            if self._flusher is not None:
-                self._flusher_stop.set()
-                self._flusher.join()
             for child in list(self._children):
                 child.close()
             handle = self._h
             self._h = None
             _open_databases.discard(self)
-            self._backend.begin_close()
-            with nogil:
-                handle.free()  # the WAL and MANIFEST upload their tails here
-            self._backend.close()
+            handle.close()
 
     def __enter__(self):
         return self
@@ -738,13 +831,14 @@ cdef class WriteBatch:
 
     def write(self):
         """Apply the batch atomically; it stays filled (as in plyvel)."""
-        self._db._check_open()
+        cdef _Handle h = self._db._live()
         cdef ldb.WriteOptions wo
         cdef Status st
+        self._db._check_writable()
         wo.sync = self._sync
         with nogil:
-            st = self._db._h.db.Write(wo, &self._batch)
-        raise_for_status(st, self._db._backend)
+            st = h.db.Write(wo, &self._batch)
+        raise_for_status(st, h.backend)
 
     def __enter__(self):
         self._db._check_open()
@@ -767,6 +861,7 @@ cdef class WriteBatch:
 cdef class Snapshot:
     """A consistent read-only view (plyvel.Snapshot)."""
     cdef DB _db
+    cdef _Handle _h  # the LevelDB instance the snapshot belongs to
     cdef const ldb.Snapshot* _snap
     cdef bytes _prefix
     cdef object __weakref__
@@ -777,17 +872,19 @@ cdef class Snapshot:
     @staticmethod
     cdef Snapshot _new(DB db, bytes prefix):
         cdef Snapshot self = Snapshot.__new__(Snapshot)
+        cdef _Handle h = db._live()
         self._db = db
+        self._h = h
         self._prefix = prefix
         # GetSnapshot/ReleaseSnapshot take the DB mutex, which a compaction
         # thread may hold while it waits for the GIL: never call them holding it.
         with nogil:
-            self._snap = db._h.db.GetSnapshot()
+            self._snap = h.db.GetSnapshot()
         db._children.add(self)
         return self
 
     cdef inline int _check(self) except -1:
-        if self._snap == NULL or self._db.closed:
+        if self._snap == NULL or self._h.db == NULL:
             raise RuntimeError("Database or snapshot is closed")
         return 0
 
@@ -805,10 +902,10 @@ cdef class Snapshot:
         ro.fill_cache = fill_cache
         ro.snapshot = self._snap
         with nogil:
-            st = self._db._h.db.Get(ro, k, &value)
+            st = self._h.db.Get(ro, k, &value)
         if st.IsNotFound():
             return default
-        raise_for_status(st, self._db._backend)
+        raise_for_status(st, self._h.backend)
         return PyBytes_FromStringAndSize(value.data(), value.size())
 
     def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
@@ -831,9 +928,9 @@ cdef class Snapshot:
         return self.iterator()
 
     def close(self):
-        if self._snap != NULL and not self._db.closed:
+        if self._snap != NULL and self._h.db != NULL:
             with nogil:
-                self._db._h.db.ReleaseSnapshot(self._snap)
+                self._h.db.ReleaseSnapshot(self._snap)
         self._snap = NULL
 
     release = close
@@ -845,10 +942,9 @@ cdef class Snapshot:
         self.close()
 
     def __dealloc__(self):
-        if self._snap != NULL and self._db is not None and self._db._h is not None \
-                and self._db._h.db != NULL:
+        if self._snap != NULL and self._h is not None and self._h.db != NULL:
             with nogil:
-                self._db._h.db.ReleaseSnapshot(self._snap)
+                self._h.db.ReleaseSnapshot(self._snap)
 
 
 cdef class PrefixedDB:
@@ -912,20 +1008,23 @@ cdef class PrefixedDB:
 
 cdef class _BaseIterator:
     cdef DB _db
+    cdef _Handle _h  # the LevelDB instance the iterator belongs to
     cdef object _snapshot  # keeps a snapshot alive while iterating it
     cdef ldb.Iterator* _it
     cdef object __weakref__
 
     cdef int _init(self, DB db, Snapshot snapshot, bint verify_checksums, bint fill_cache) except -1:
         cdef ldb.ReadOptions ro
+        cdef _Handle h = snapshot._h if snapshot is not None else db._live()
         self._db = db
+        self._h = h
         self._snapshot = snapshot
         ro.verify_checksums = verify_checksums
         ro.fill_cache = fill_cache
         if snapshot is not None:
             ro.snapshot = snapshot._snap
         with nogil:
-            self._it = db._h.db.NewIterator(ro)
+            self._it = h.db.NewIterator(ro)
         db._children.add(self)
         return 0
 
@@ -936,7 +1035,7 @@ cdef class _BaseIterator:
 
     cdef inline int _check_status(self) except -1:
         cdef Status st = self._it.status()
-        raise_for_status(st, self._db._backend)
+        raise_for_status(st, self._h.backend)
         return 0
 
     def close(self):
@@ -1034,8 +1133,8 @@ cdef class Iterator(_BaseIterator):
         self._include_value = include_value
         self._strip = len(db_prefix)
         self._db_prefix = db_prefix
-        self._order = db._h.order
         self._init(db, snapshot, verify_checksums, fill_cache)
+        self._order = self._h.order
         self._state = AFTER_STOP if reverse else BEFORE_START
         return self
 

@@ -49,6 +49,14 @@ class ConfigurationError(Error, ValueError):
     """Bad options or URL: raised before anything is touched."""
 
 
+class ReadOnlyError(Error):
+    """A write was attempted on a read-only follower or checkpoint."""
+
+
+class StaleVersionError(IOError):
+    """A follower's version needs an object the writer has deleted: call refresh()."""
+
+
 class LockError(Error):
     """Another live writer holds the database lock."""
 

@@ -38,6 +38,7 @@ class S3Options:
     lease_renewal: float = 10.0
     lock_timeout: float | None = None  # None: fail at once if a live writer holds the lock
     flush_interval: float | None = None  # upload unsynced WAL bytes this often (None: only on sync/flush/close)
+    deletion_grace: float = 300.0  # keep objects LevelDB deleted this long, for followers on older versions
     logger: logging.Logger | None = None
     client: Any = None  # a ready boto3 S3 client (takes precedence over the fields above)
     session: Any = None  # a boto3 Session to build the client from
@@ -50,6 +51,9 @@ class S3Options:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.deletion_grace, bool) or not isinstance(self.deletion_grace, (int, float)) \
+                or self.deletion_grace < 0:
+            raise ConfigurationError(f"deletion_grace must be a number of seconds >= 0, got {self.deletion_grace!r}")
         for name in ("retry_base_delay", "request_timeout", "lease_duration", "lease_renewal"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -7,11 +7,26 @@ the bridge turns the exception into a LevelDB Status.
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import os
+import re
+import threading
+import time
 from typing import Any, Mapping
 
-from ..errors import ConfigurationError, Error, IOError, LeaseLostError, ObjectNotFound, PreconditionFailed, StoreError
+from ..errors import (
+    ConfigurationError,
+    Error,
+    IOError,
+    LeaseLostError,
+    ObjectNotFound,
+    PreconditionFailed,
+    ReadOnlyError,
+    StaleVersionError,
+    StoreError,
+)
 from ..lock import LeaseLock
 from ..options import Location, S3Options, parse_location
 from ..stores import open_store
@@ -20,11 +35,31 @@ from ..stores.counting import CountingStore
 from ..stores.retry import RetryingStore
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
-from .layout import CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key
+from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key
 
 log = logging.getLogger("levels3.backend")
 
 MERGE_FANOUT = 16  # MANIFEST segments merged per object (see layout)
+_CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def checkpoint_key(name: str) -> str:
+    if not isinstance(name, str) or not _CHECKPOINT_NAME.fullmatch(name):
+        raise ConfigurationError(f"checkpoint name must be 1-128 letters, digits, '.', '_' or '-': {name!r}")
+    return f"{CHECKPOINT_PREFIX}{name}.json"
+
+
+def read_checkpoint(store: ObjectStore, name: str) -> dict[str, Any]:
+    key = checkpoint_key(name)
+    try:
+        data = json.loads(store.get(key))
+    except ObjectNotFound:
+        raise Error(f"no checkpoint named {name!r} in {store.url}") from None
+    except ValueError as exc:
+        raise Error(f"checkpoint {name!r} in {store.url} is corrupt: {exc}") from None
+    if data.get("version") != 1:
+        raise Error(f"checkpoint {name!r} has an unknown format version {data.get('version')!r}")
+    return data
 
 
 def resolve_options(options: S3Options | None, overrides: Mapping[str, Any]) -> S3Options:
@@ -91,6 +126,14 @@ class Backend:
         self.closing = False
         self._closed = False
         self._failures: list[str] = []  # uploads that failed where LevelDB cannot report them
+        self.read_only = lease is None
+        self.checkpoint: str | None = None  # the checkpoint a follower shows, if any
+        self.owns_store = True  # a follower's generations pass the store on to the next one
+        # Objects LevelDB deleted wait here (due time, key) for deletion_grace, so a
+        # follower on an older version can still read them; checkpoints protect theirs.
+        self._retired: collections.deque[tuple[float, str]] = collections.deque()
+        self._protected: set[str] = set()
+        self._wal_lock = threading.Lock()  # a rolled WAL's tail upload vs. its removal
 
     # -- opening and closing ---------------------------------------------------
 
@@ -117,6 +160,10 @@ class Backend:
             if backend.current_etag is None:
                 # A new database: no CURRENT to fence; stay above anything a failed creation left.
                 backend.epoch = backend.catalog.max_epoch + 1
+            for key in backend.catalog.checkpoint_keys:
+                backend._protect_checkpoint(key[len(CHECKPOINT_PREFIX):-len(".json")])
+            backend._retire(backend.catalog.garbage)  # what crashed or fenced writers left
+            backend.catalog.garbage = []
             cache.adopt({r.name: r.fingerprint for r in backend.catalog.records()})
             log.info("opened %s as writer epoch %d (cache %s)", location.url, backend.epoch, cache.directory)
             return backend
@@ -127,6 +174,62 @@ class Backend:
                 lease.release()
             store.close()
             raise
+
+    @classmethod
+    def open_follower(cls, name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
+                      checkpoint: str | None = None, previous: "Backend | None" = None) -> "Backend":
+        """A read-only view: no lock, no fence, nothing ever written to the store.
+
+        LevelDB still recovers (replays the WAL, writes a new MANIFEST) on open;
+        those files live only in this follower's private cache directory.
+        """
+        if previous is not None:
+            location, opts, store, counters = previous.location, previous.options, previous.store, previous.counters
+        else:
+            location = parse_location(name)
+            opts = resolve_options(options, overrides)
+            try:
+                store, counters = build_store(location, opts, create=False)
+            except ObjectNotFound as exc:
+                raise Error(f"{location.url} does not exist") from exc
+        cache: LocalCache | None = None
+        try:
+            cache = LocalCache(None, opts.max_cache_bytes, parent=opts.cache_dir)
+            backend = cls(location, opts, store, counters, cache, None)
+            if checkpoint is not None:
+                data = read_checkpoint(store, checkpoint)
+                backend.checkpoint = checkpoint
+                backend.catalog = Catalog.from_checkpoint(data["files"])
+                backend._write_local(CURRENT_NAME, data["current"].encode())
+            else:
+                backend.catalog = Catalog.load(store)
+                if backend.catalog.get(CURRENT_NAME) is None:
+                    raise Error(f"{location.url} does not exist (no CURRENT): nothing to follow")
+            current = {r.name: r.fingerprint for r in backend.catalog.records() if not r.local}
+            if previous is not None:
+                cache.adopt_links(previous.cache, current)
+                previous.owns_store = False
+            log.info("opened %s read-only%s (cache %s)", location.url,
+                     f" at checkpoint {checkpoint!r}" if checkpoint else "", cache.directory)
+            return backend
+        except BaseException:
+            if cache is not None:
+                cache.close()
+            if previous is None:
+                store.close()
+            raise
+
+    def next_generation(self) -> "Backend":
+        """A follower's refresh: a new view of the store's newest committed state."""
+        return Backend.open_follower(None, None, {}, previous=self)
+
+    def _write_local(self, name: str, data: bytes) -> None:
+        """A file that exists only in this follower's cache (a checkpoint's CURRENT)."""
+        path = self.cache.start_write(name)
+        with open(path, "wb") as f:
+            f.write(data)
+        self.cache.finish_write(name, len(data), "")
+        self.catalog.put(FileRecord(name, local=True))
 
     def fence(self) -> None:
         """Claim the next writer epoch by rewriting CURRENT with If-Match.
@@ -176,21 +279,30 @@ class Backend:
                 if record.unsent_tail:
                     self._send_tail(record)
             if self.lease is not None:
+                self._reap()
                 self.lease.release()
         finally:
             self.cache.close()
-            self.store.close()
+            if self.owns_store:
+                self.store.close()
         if self._failures:
             raise IOError("data written since the last sync could not be uploaded at close: "
                           + "; ".join(self._failures))
 
     def _send_tail(self, record: FileRecord) -> None:
         try:
-            size = os.path.getsize(self.cache.path(record.name))
-            self._upload_tail(record, size)
-            record.unsent_tail = False
+            self._send_rolled_tail(record)
         except BaseException as exc:
             self._failures.append(f"{record.name}: {exc}")
+
+    def _send_rolled_tail(self, record: FileRecord) -> None:
+        """Upload what a rolled-over WAL never sent, unless LevelDB dropped it meanwhile
+        (its table is committed then, and the bytes are not needed)."""
+        with self._wal_lock:
+            if not record.unsent_tail or self.catalog.get(record.name) is not record:
+                return
+            self._upload_tail(record, os.path.getsize(self.cache.path(record.name)))
+            record.unsent_tail = False
 
     def wal_has_unsent_bytes(self) -> bool:
         """Whether the WAL being written holds bytes the store does not have yet."""
@@ -235,6 +347,49 @@ class Backend:
         for obj in record.objects:
             self.store.delete(obj.key)
 
+    def _retire(self, objects: list[StoredObject]) -> None:
+        """Delete these objects once deletion_grace has passed (see _reap)."""
+        due = time.monotonic() + self.options.deletion_grace
+        self._retired.extend((due, o.key) for o in objects if o.key not in self._protected)
+        self._reap()
+
+    def _reap(self, *, everything: bool = False) -> None:
+        """Delete the retired objects whose grace period is over. Only the lease
+        holder deletes; what is still waiting at close stays in the store, where
+        the next writer finds it obsolete again (or gc does)."""
+        now = time.monotonic()
+        while self._retired and (everything or self._retired[0][0] <= now):
+            _due, key = self._retired[0]
+            if key not in self._protected:
+                self._check_lease()
+                self.store.delete(key)
+            self._retired.popleft()
+
+    def _protect_checkpoint(self, name: str) -> None:
+        try:
+            data = read_checkpoint(self.store, name)
+        except Error as exc:
+            log.warning("ignoring checkpoint %r: %s", name, exc)
+            return
+        self._protected.update(row[0] for rows in data["files"].values() for row in rows)
+
+    def create_checkpoint(self, name: str) -> None:
+        """Record the committed state (CURRENT's content and every object of every
+        live file) as checkpoints/<name>.json; nothing is copied."""
+        self._check_lease()
+        key = checkpoint_key(name)
+        with open(self.cache.path(CURRENT_NAME), "rb") as f:
+            current = f.read().decode()
+        files = {r.name: [[o.key, o.offset, o.size, o.etag, o.level] for o in r.objects]
+                 for r in self.catalog.records() if r.objects and r.name != CURRENT_NAME}
+        body = json.dumps({"version": 1, "name": name, "epoch": self.epoch, "created": time.time(),
+                           "current": current, "files": files}, sort_keys=True).encode()
+        try:
+            self.store.put(key, body, if_none_match=True)
+        except PreconditionFailed:
+            raise Error(f"a checkpoint named {name!r} already exists in {self.location.url}") from None
+        self._protected.update(row[0] for rows in files.values() for row in rows)
+
     def _fetch(self, record: FileRecord) -> str:
         """Download every object of the file into the cache; returns the pinned path."""
         self._check_size(record.name, record.size)
@@ -242,7 +397,14 @@ class Backend:
         try:
             with open(temp, "wb") as f:
                 for obj in record.objects:
-                    data = self.store.get(obj.key)
+                    try:
+                        data = self.store.get(obj.key)
+                    except ObjectNotFound:
+                        if not self.read_only:
+                            raise
+                        raise StaleVersionError(
+                            f"{obj.key} was deleted by the writer: this follower's version is older than "
+                            "deletion_grace; call refresh()") from None
                     if len(data) != obj.size:
                         raise StoreError(f"{obj.key} changed size while being read ({len(data)} != {obj.size})",
                                          operation="get", key=obj.key)
@@ -259,7 +421,7 @@ class Backend:
 
     def open_read(self, name: str) -> str:
         record = self.catalog.get(name)
-        if record is None or record.writing or record.unsent_tail:
+        if record is None or record.writing or record.unsent_tail or record.local:
             path = self.cache.pin_local(name)
             if path is None:
                 raise ObjectNotFound(f"{name} does not exist", operation="open", key=name)
@@ -272,6 +434,10 @@ class Backend:
 
     def create(self, name: str) -> str:
         kind = kind_of(name)
+        if self.read_only:
+            if not kind.local_only:
+                self.catalog.put(FileRecord(name, writing=True, local=True))
+            return self.cache.start_write(name)
         if not kind.local_only:
             self._check_lease()
             older = self.catalog.get(name)
@@ -293,6 +459,11 @@ class Backend:
         record = self.catalog.get(name)
         if record is None:
             raise IOError(f"{name} was removed while it was being written")
+        if record.local:
+            if final:
+                record.writing = False
+                self.cache.finish_write(name, size, "")
+            return
         if kind is FileKind.WAL and final and not self.closing:
             # A WAL rolls over when its memtable goes to a table: that table will
             # carry these bytes to the store, so the unsynced tail is not uploaded
@@ -302,6 +473,12 @@ class Backend:
             record.unsent_tail = size > record.size
             return
         try:
+            if kind is FileKind.WAL:
+                # A sync makes every earlier write durable, as in LevelDB: first the
+                # tail of a rolled WAL whose table has not landed yet.
+                for older in self.catalog.records():
+                    if older.unsent_tail:
+                        self._send_rolled_tail(older)
             if kind.segmented:
                 self._upload_tail(record, size)
             elif final:
@@ -344,8 +521,7 @@ class Backend:
             key = object_key(record.name, record.epoch, start, end=end, level=level + 1)
             etag = self.store.put(key, self._read_local(record.name, start, end), if_none_match=True)
             record.objects[-MERGE_FANOUT:] = [StoredObject(key, start, end - start, etag, level + 1)]
-            for obj in tail:  # readers prefer the merged object already; these are garbage now
-                self.store.delete(obj.key)
+            self._retire(tail)  # readers prefer the merged object already
             level += 1
 
     def _upload_whole(self, record: FileRecord, size: int) -> None:
@@ -369,15 +545,22 @@ class Backend:
         in_cache = self.cache.local_size(name) is not None
         if record is None and not in_cache:
             raise ObjectNotFound(f"{name} does not exist", operation="delete", key=name)
-        if record is not None and record.objects:
+        if record is not None and record.objects and not self.read_only:
             self._check_lease()
-            self._delete_objects(record)
+            with self._wal_lock:
+                self._retire(record.objects)
         self.cache.discard(name)
 
     def rename(self, src: str, dst: str) -> None:
         src_kind, dst_kind = kind_of(src), kind_of(dst)
         if src_kind.local_only and dst_kind.local_only:
             self.cache.rename(src, dst)
+            return
+        if self.read_only:
+            if dst_kind is not FileKind.CURRENT:
+                raise ReadOnlyError(f"a read-only follower cannot rename {src} to {dst}")
+            self.cache.rename(src, dst)
+            self.catalog.put(FileRecord(dst, local=True))
             return
         if dst_kind is FileKind.CURRENT:
             self._commit_current(src)
@@ -452,7 +635,7 @@ class Backend:
 
     def size(self, name: str) -> int:
         record = self.catalog.get(name)
-        if record is not None and not record.writing and not record.unsent_tail:
+        if record is not None and not record.writing and not record.unsent_tail and not record.local:
             return record.size
         local = self.cache.local_size(name)
         if local is None:
@@ -460,9 +643,8 @@ class Backend:
         return local
 
     def lock(self) -> None:
-        if self.lease is None:
-            raise ConfigurationError("this database was opened without the writer lock")
-        self.lease.check()
+        if self.lease is not None:
+            self.lease.check()  # a follower holds no lock: it never writes to the store
 
     def unlock(self) -> None:
         """LevelDB unlocks before its last uploads run; the lease is released in close()."""
@@ -470,9 +652,10 @@ class Backend:
     def delete_all(self) -> None:
         """After DestroyDB: remove every object of ours that is left (CURRENT, superseded ones)."""
         self._check_lease()
+        self._protected.clear()  # destroying the database takes its checkpoints too
+        self._reap(everything=True)
         for record in self.catalog.records():
             self._delete_objects(record)
             self.catalog.pop(record.name)
-        for obj in self.catalog.garbage:
-            self.store.delete(obj.key)
-        self.catalog.garbage.clear()
+        for key in self.catalog.checkpoint_keys:
+            self.store.delete(key)

@@ -42,9 +42,14 @@ class _Entry:
 
 
 class LocalCache:
-    def __init__(self, directory: str | None, max_bytes: int) -> None:
+    def __init__(self, directory: str | None, max_bytes: int, *, parent: str | None = None) -> None:
         self.temporary = directory is None
-        self.directory = tempfile.mkdtemp(prefix="levels3-cache-") if directory is None else os.path.abspath(directory)
+        if directory is None:
+            if parent is not None:
+                os.makedirs(parent, mode=0o700, exist_ok=True)
+            self.directory = tempfile.mkdtemp(prefix="levels3-cache-", dir=parent)
+        else:
+            self.directory = os.path.abspath(directory)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order: oldest first
@@ -116,6 +121,24 @@ class LocalCache:
         self.peak_bytes = max(self.peak_bytes, self.bytes)
         if kept:
             log.info("reusing %d cached files (%d bytes) in %s", kept, self.bytes, self.directory)
+        self._evict()
+
+    def adopt_links(self, previous: "LocalCache", current: dict[str, str]) -> None:
+        """Hard-link from an earlier generation's cache every file whose content
+        (fingerprint) is still what the store holds: a refresh re-downloads nothing."""
+        with previous._lock:
+            candidates = [(name, e.size) for name, e in previous._entries.items()
+                          if e.fingerprint and not e.writing and not e.doomed and current.get(name) == e.fingerprint]
+        with self._lock:
+            for name, size in candidates:
+                target = self.path(name)
+                try:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    os.link(previous.path(name), target)
+                except OSError:
+                    continue  # evicted meanwhile: fetched again on demand
+                self._entries[name] = _Entry(size, current[name])
+                self._account(size)
         self._evict()
 
     # -- paths and pins --------------------------------------------------------

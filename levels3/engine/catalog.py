@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..stores.base import ObjectStore
-from .layout import parse_key
+from .layout import CHECKPOINT_PREFIX, parse_key
 
 log = logging.getLogger("levels3.catalog")
 
@@ -38,6 +39,7 @@ class FileRecord:
     epoch: int = 0
     objects: list[StoredObject] = field(default_factory=list)
     writing: bool = False  # being written by this process; the local file is authoritative
+    local: bool = False  # a follower's own file: lives only in its cache, never uploaded
     unsent_tail: bool = False  # a WAL rolled over with bytes never uploaded (sent at close)
 
     @property
@@ -55,6 +57,7 @@ class Catalog:
         self._files: dict[str, FileRecord] = {}
         self._lock = threading.Lock()
         self.garbage: list[StoredObject] = []  # superseded objects: never read, removed by gc
+        self.checkpoint_keys: list[str] = []  # checkpoints/<name>.json objects
 
     @classmethod
     def load(cls, store: ObjectStore) -> "Catalog":
@@ -64,6 +67,9 @@ class Catalog:
         catalog = cls()
         versions: dict[tuple[str, int], FileRecord] = {}
         for info in store.list(""):
+            if info.key.startswith(CHECKPOINT_PREFIX):
+                catalog.checkpoint_keys.append(info.key)
+                continue
             parsed = parse_key(info.key)
             if parsed is None:
                 continue
@@ -108,6 +114,16 @@ class Catalog:
             log.warning("%s: objects after a gap at offset %d are ignored", record.name, position)
         self.garbage.extend(dropped)
         record.objects = chosen
+
+    @classmethod
+    def from_checkpoint(cls, files: dict[str, list[list[Any]]]) -> "Catalog":
+        """The catalog a checkpoint recorded: name -> [key, offset, size, etag, level] rows."""
+        catalog = cls()
+        for name, rows in files.items():
+            objects = [StoredObject(str(k), int(o), int(n), str(e), int(lv)) for k, o, n, e, lv in rows]
+            parsed = parse_key(objects[0].key) if objects else None
+            catalog._files[name] = FileRecord(name, parsed.epoch if parsed else 0, objects)
+        return catalog
 
     def get(self, name: str) -> FileRecord | None:
         with self._lock:

@@ -17,6 +17,8 @@ epochs the highest one is the live one.
 - ``CURRENT``: one object at the top, replaced with ``If-Match``: the commit
   point, carrying the committing writer's epoch in its metadata;
 - ``LOCK``: the lease object (levels3.lock);
+- ``checkpoints/<name>.json``: a named version: CURRENT's content and the keys
+  of every object it needs (nothing is copied);
 - ``*.dbtmp`` and the info log (``LOG``, ``LOG.old``): local only.
 """
 
@@ -49,6 +51,7 @@ class FileKind(enum.Enum):
 LOCK_KEY = "LOCK"
 CURRENT_NAME = "CURRENT"
 EPOCH_METADATA = "levels3-epoch"  # on CURRENT: the epoch of the writer that committed it
+CHECKPOINT_PREFIX = "checkpoints/"  # checkpoints/<name>.json: a recorded version (see Backend.create_checkpoint)
 _EPOCH_DIGITS = 8
 _OFFSET_DIGITS = 20
 
