@@ -44,9 +44,16 @@ class DB:
         bloom_filter_bits: int = 0,
         comparator: Callable[[bytes, bytes], int] | None = None,
         comparator_name: bytes | None = None,
+        read_only: bool = False,
+        checkpoint: str | None = None,
+        refresh_interval: float | None = None,
         options: S3Options | None = None,
         **store_options: Any,
     ) -> None: ...
+    @property
+    def read_only(self) -> bool: ...
+    def refresh(self) -> None: ...
+    def checkpoint(self, name: str) -> None: ...
     def get(
         self, key: bytes, default: Any = None, *, verify_checksums: bool = False, fill_cache: bool = True
     ) -> Any: ...

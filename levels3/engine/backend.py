@@ -371,7 +371,7 @@ class Backend:
         except Error as exc:
             log.warning("ignoring checkpoint %r: %s", name, exc)
             return
-        self._protected.update(row[0] for rows in data["files"].values() for row in rows)
+        self._protected.update(str(row[0]) for rows in data["files"].values() for row in rows)
 
     def create_checkpoint(self, name: str) -> None:
         """Record the committed state (CURRENT's content and every object of every
@@ -380,15 +380,16 @@ class Backend:
         key = checkpoint_key(name)
         with open(self.cache.path(CURRENT_NAME), "rb") as f:
             current = f.read().decode()
-        files = {r.name: [[o.key, o.offset, o.size, o.etag, o.level] for o in r.objects]
-                 for r in self.catalog.records() if r.objects and r.name != CURRENT_NAME}
+        live = {r.name: list(r.objects) for r in self.catalog.records() if r.objects and r.name != CURRENT_NAME}
+        files = {name: [[o.key, o.offset, o.size, o.etag, o.level] for o in objects]
+                 for name, objects in live.items()}
         body = json.dumps({"version": 1, "name": name, "epoch": self.epoch, "created": time.time(),
                            "current": current, "files": files}, sort_keys=True).encode()
         try:
             self.store.put(key, body, if_none_match=True)
         except PreconditionFailed:
             raise Error(f"a checkpoint named {name!r} already exists in {self.location.url}") from None
-        self._protected.update(row[0] for rows in files.values() for row in rows)
+        self._protected.update(o.key for objects in live.values() for o in objects)
 
     def _fetch(self, record: FileRecord) -> str:
         """Download every object of the file into the cache; returns the pinned path."""
