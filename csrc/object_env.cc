@@ -267,39 +267,41 @@ bool ObjectEnv::RelativeName(const std::string& path, std::string* name) const {
     return Status::InvalidArgument(path, "is outside the database directory");      \
   }
 
-Status ObjectEnv::NewSequentialFile(const std::string& fname, leveldb::SequentialFile** result) {
-  *result = nullptr;
-  LEVELS3_RELATIVE_OR_FAIL(fname, name);
+// Asks the backend to make `fname` readable locally (pinned), then opens it.
+Status ObjectEnv::OpenPinned(const std::string& fname, std::string* name, int* fd) {
+  if (!RelativeName(fname, name)) {
+    return Status::InvalidArgument(fname, "is outside the database directory");
+  }
   std::string local, error;
   if (BackendGone(&error)) return Status::IOError(fname, error);
-  int r = callbacks_.open_read(callbacks_.backend, name, &local, &error);
-  if (r != kOk) return ToStatus(r, name, error);
-  int fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  int r = callbacks_.open_read(callbacks_.backend, *name, &local, &error);
+  if (r != kOk) return ToStatus(r, *name, error);
+  *fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC);
+  if (*fd < 0) {
     int err = errno;
-    callbacks_.release_read(callbacks_.backend, name);
+    callbacks_.release_read(callbacks_.backend, *name);
     return PosixError(local, err);
   }
-  *result = new CachedSequentialFile(callbacks_, name, fd);
   return Status::OK();
+}
+
+Status ObjectEnv::NewSequentialFile(const std::string& fname, leveldb::SequentialFile** result) {
+  *result = nullptr;
+  std::string name;
+  int fd = -1;
+  Status s = OpenPinned(fname, &name, &fd);
+  if (s.ok()) *result = new CachedSequentialFile(callbacks_, name, fd);
+  return s;
 }
 
 Status ObjectEnv::NewRandomAccessFile(const std::string& fname,
                                       leveldb::RandomAccessFile** result) {
   *result = nullptr;
-  LEVELS3_RELATIVE_OR_FAIL(fname, name);
-  std::string local, error;
-  if (BackendGone(&error)) return Status::IOError(fname, error);
-  int r = callbacks_.open_read(callbacks_.backend, name, &local, &error);
-  if (r != kOk) return ToStatus(r, name, error);
-  int fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    callbacks_.release_read(callbacks_.backend, name);
-    return PosixError(local, err);
-  }
-  *result = new CachedRandomAccessFile(callbacks_, name, fd);
-  return Status::OK();
+  std::string name;
+  int fd = -1;
+  Status s = OpenPinned(fname, &name, &fd);
+  if (s.ok()) *result = new CachedRandomAccessFile(callbacks_, name, fd);
+  return s;
 }
 
 Status ObjectEnv::NewWritableFile(const std::string& fname, leveldb::WritableFile** result) {

@@ -91,6 +91,7 @@ class ObjectEnv : public leveldb::EnvWrapper {
  private:
   // "dbname/000005.log" -> "000005.log"; false for paths outside dbname.
   bool RelativeName(const std::string& path, std::string* name) const;
+  leveldb::Status OpenPinned(const std::string& fname, std::string* name, int* fd);
 
   std::string dbname_;
   BackendCallbacks callbacks_;

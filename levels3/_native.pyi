@@ -17,8 +17,7 @@ from levels3.options import S3Options
 
 __leveldb_version__: Final[str]
 
-def _run_destroy(backend: Backend, config: dict[str, Any]) -> None: ...
-def _run_repair(backend: Backend, config: dict[str, Any]) -> None: ...
+def _run_maintenance(backend: Backend, config: dict[str, Any], repair: bool) -> None: ...
 
 class DB:
     """A LevelDB database stored in an object store (drop-in for plyvel.DB)."""

@@ -396,8 +396,8 @@ cdef _Handle open_handle(object backend, dict config):
     return handle
 
 
-def _run_destroy(object backend, dict config):
-    """leveldb::DestroyDB through the backend's Env."""
+def _run_maintenance(object backend, dict config, bint repair):
+    """leveldb::DestroyDB (or RepairDB) through the backend's Env."""
     _check_config(config)
     cdef _Handle handle = _Handle()
     cdef ldb.Options opts
@@ -405,21 +405,7 @@ def _run_destroy(object backend, dict config):
     cdef string path = backend.local_dir.encode()
     handle.configure(&opts, backend, config)
     with nogil:
-        st = ldb.DestroyDB(path, opts)
-        handle.free()
-    raise_for_status(st, backend)
-
-
-def _run_repair(object backend, dict config):
-    """leveldb::RepairDB through the backend's Env."""
-    _check_config(config)
-    cdef _Handle handle = _Handle()
-    cdef ldb.Options opts
-    cdef Status st
-    cdef string path = backend.local_dir.encode()
-    handle.configure(&opts, backend, config)
-    with nogil:
-        st = ldb.RepairDB(path, opts)
+        st = ldb.RepairDB(path, opts) if repair else ldb.DestroyDB(path, opts)
         handle.free()
     raise_for_status(st, backend)
 

@@ -30,7 +30,7 @@ def destroy_db(name: Any, *, options: S3Options | None = None, **kwargs: Any) ->
     config, store_options = _config(kwargs)
     backend = Backend.open(name, options, store_options, create_if_missing=False)
     try:
-        _native._run_destroy(backend, config)
+        _native._run_maintenance(backend, config, False)
         backend.delete_all()
     finally:
         backend.close()
@@ -41,7 +41,7 @@ def repair_db(name: Any, *, options: S3Options | None = None, **kwargs: Any) -> 
     config, store_options = _config(kwargs)
     backend = Backend.open(name, options, store_options, create_if_missing=False)
     try:
-        _native._run_repair(backend, config)
+        _native._run_maintenance(backend, config, True)
     finally:
         backend.close()
 
