@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,16 @@ def test_checkpoint_keeps_its_data(db_location, tmp_path):
         db.put(b"after-restore", b"1", sync=True)
     with restored.open() as db:
         assert db.get(b"after-restore") == b"1"
+
+
+def test_refresh_interval_follows_without_calls(tmp_path):
+    url = str(tmp_path / "db")
+    with levels3.DB(url, create_if_missing=True) as writer:
+        writer.put(b"k", b"1", sync=True)
+        with levels3.DB(url, refresh_interval=0.1) as follower:
+            assert follower.read_only and follower.get(b"k") == b"1"
+            writer.put(b"k", b"2", sync=True)
+            deadline = time.monotonic() + 10
+            while follower.get(b"k") != b"2":
+                assert time.monotonic() < deadline, "the follower never caught up"
+                time.sleep(0.05)
