@@ -36,7 +36,12 @@ def make_values(seed: int = 2) -> list[bytes]:
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak RSS: VmHWM (ru_maxrss would carry the parent's peak over fork+exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def requests_of(stats: dict[str, Any]) -> dict[str, int]:
@@ -141,7 +146,8 @@ def run_column(spec: dict[str, Any]) -> dict[str, Any]:
             engine.open(name, cache())
             engine.read(keys[:1])
             out[f"{label}_s"] = time.perf_counter() - start
-            out[f"{label}_requests"] = sum(requests_of(engine.stats()).values())
+            out[f"{label}_requests_by_kind"] = requests_of(engine.stats())
+            out[f"{label}_requests"] = sum(out[f"{label}_requests_by_kind"].values())
             if label == "open_cold":
                 before = requests_of(engine.stats())
                 cold = reads[: spec.get("cold_reads") or len(reads)]

@@ -239,3 +239,16 @@ def test_manifest_reads_stay_few_however_long_the_writer_ran(db_location):
         gets = db.stats()["requests"]["get"]
     # CURRENT (fence), the MANIFEST's objects, WAL segments, and the few tables one key lives in
     assert gets <= 1 + len(manifest_objects) + 8
+
+
+def test_catalog_survives_empty_objects(tmp_path):
+    """A 0-byte object (an empty table, say) must not stall the catalog's cover search."""
+    from levels3.engine.catalog import Catalog
+
+    store = LocalDirStore(str(tmp_path / "db"), create=True)
+    store.put("w00000001/000007.ldb", b"")
+    store.put("w00000001/000005.log/00000000000000000000", b"")
+    store.put("w00000001/000005.log/00000000000000000000-00000000000000000004-1", b"abcd")
+    catalog = Catalog.load(store)
+    assert catalog.get("000007.ldb").size == 0
+    assert catalog.get("000005.log").size == 4

@@ -106,8 +106,8 @@ class Catalog:
         chosen: list[StoredObject] = []
         position = 0
         while position in by_start:
-            chosen.append(by_start[position])
-            position = by_start[position].end
+            chosen.append(by_start.pop(position))  # popped: an empty object cannot loop forever
+            position = chosen[-1].end
         keep = {id(o) for o in chosen}
         dropped = [o for o in record.objects if id(o) not in keep]
         if any(o.offset >= position for o in dropped):
