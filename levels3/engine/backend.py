@@ -137,15 +137,22 @@ class Backend:
 
     # -- opening and closing ---------------------------------------------------
 
-    @classmethod
-    def open(cls, name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
-             create_if_missing: bool) -> "Backend":
+    @staticmethod
+    def _connect(name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
+                 create: bool) -> tuple[Location, S3Options, ObjectStore, CountingStore]:
+        """Parse the name and options and build the layered store for them."""
         location = parse_location(name)
         opts = resolve_options(options, overrides)
         try:
-            store, counters = build_store(location, opts, create=create_if_missing)
+            store, counters = build_store(location, opts, create=create)
         except ObjectNotFound as exc:
             raise Error(f"{location.url} does not exist (create_if_missing is false)") from exc
+        return location, opts, store, counters
+
+    @classmethod
+    def open(cls, name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
+             create_if_missing: bool) -> "Backend":
+        location, opts, store, counters = cls._connect(name, options, overrides, create=create_if_missing)
         cache: LocalCache | None = None
         lease: LeaseLock | None = None
         try:
@@ -186,12 +193,7 @@ class Backend:
         if previous is not None:
             location, opts, store, counters = previous.location, previous.options, previous.store, previous.counters
         else:
-            location = parse_location(name)
-            opts = resolve_options(options, overrides)
-            try:
-                store, counters = build_store(location, opts, create=False)
-            except ObjectNotFound as exc:
-                raise Error(f"{location.url} does not exist") from exc
+            location, opts, store, counters = cls._connect(name, options, overrides, create=False)
         cache: LocalCache | None = None
         try:
             cache = LocalCache(None, opts.max_cache_bytes, parent=opts.cache_dir)
