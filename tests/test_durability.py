@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 import levels3
+from levels3.engine.layout import parse_key
 from levels3.stores import LocalDirStore
 
 from .conftest import REGION
@@ -86,14 +87,40 @@ def test_unsynced_writes_reach_the_store_at_close(db_location):
 
 
 def test_wal_is_never_reuploaded_whole(db_location):
+    """Each sync is one PUT of the new bytes, plus (every 16th PUT at a level) the 15 small objects before it:
+    1000 syncs reach level 2, so no byte goes up more than 3 times (re-sending the whole WAL would be ~500x)."""
     with db_location.open(create_if_missing=True) as db:
-        before = db.stats()["bytes_uploaded"]
+        before = db.stats()
         for i in range(1000):
             db.put(b"key%04d" % i, b"v" * 100, sync=True)
-        uploaded = db.stats()["bytes_uploaded"] - before
-        wal_bytes = sum(len(b) for b in db_location.read_objects(lambda key: ".log/" in key))
+        after = db.stats()
+        uploaded = after["bytes_uploaded"] - before["bytes_uploaded"]
+        puts = after["requests"]["put"] - before["requests"]["put"]
+        store = db_location.raw_store()
+        wal_bytes = max(p.offset + o.size for o in store.list() if (p := parse_key(o.key)) and ".log/" in o.key)
     assert wal_bytes > 100_000
-    assert uploaded < 2 * wal_bytes
+    assert uploaded <= 3 * wal_bytes
+    assert puts <= 1000 + 5  # one per sync (+ lease renewals)
+
+
+def test_cold_open_reads_few_objects_however_many_syncs(location_factory):
+    """The WAL of a writer that synced 4000 times comes back in a few dozen objects while it writes (merged as
+    it goes), and in one after a clean close (sealed). The merge plan is store-independent; the local store
+    keeps 4000 syncs quick."""
+    db_location = location_factory("local")
+
+    def cold_open_gets() -> int:
+        with db_location.open(cache_dir=None, read_only=True) as db:
+            assert db.get(b"key03999") == b"v" * 100
+            assert sum(1 for _ in db.iterator()) == 4000
+            return db.stats()["requests"]["get"]
+
+    with db_location.open(create_if_missing=True) as db:
+        for i in range(4000):
+            db.put(b"key%05d" % i, b"v" * 100, sync=True)
+        # CURRENT, the MANIFEST (a segment or two), the WAL: 4000 = 15*256 + 10*16, at most 15 objects a level
+        assert cold_open_gets() <= 3 + 3 * 15
+    assert cold_open_gets() == 3  # CURRENT, the MANIFEST and the WAL, one object each
 
 
 def test_nothing_outside_the_prefix_is_touched(mocked_aws):
@@ -252,3 +279,29 @@ def test_catalog_survives_empty_objects(tmp_path):
     catalog = Catalog.load(store)
     assert catalog.get("000007.ldb").size == 0
     assert catalog.get("000005.log").size == 4
+
+
+@pytest.mark.parametrize("sync_bytes", [130, 1000, 70_000])
+def test_segment_merge_plan_bounds_objects_and_reuploads(sync_bytes):
+    """Simulate 20k syncs through plan_segment_upload: the file stays a contiguous cover, few objects, and no
+    byte is uploaded more than 1 + levels times; no merge is larger than the cap."""
+    from levels3.engine.backend import MERGE_FANOUT, MERGE_MAX_BYTES, plan_segment_upload
+    from levels3.engine.catalog import StoredObject
+
+    objects: list[StoredObject] = []
+    uploaded = most_objects = 0
+    for _ in range(20_000):
+        absorbed, level = plan_segment_upload(objects, sync_bytes)
+        start = objects[-absorbed].offset if absorbed else (objects[-1].end if objects else 0)
+        end = (objects[-1].end if objects else 0) + sync_bytes
+        assert end - start <= max(MERGE_MAX_BYTES, sync_bytes)
+        objects[len(objects) - absorbed:] = [StoredObject(f"k{start}", start, end - start, "", level)]
+        uploaded += end - start
+        most_objects = max(most_objects, len(objects))
+    total = objects[-1].end
+    assert [o.offset for o in objects[1:]] == [o.end for o in objects[:-1]] and objects[0].offset == 0
+    levels = max(o.level for o in objects)
+    assert levels >= 1
+    assert uploaded <= (1 + levels) * total
+    # below the cap: at most fanout-1 objects per level; at the cap: objects of at least cap/fanout bytes
+    assert most_objects <= (MERGE_FANOUT - 1) * (levels + 1) + total // (MERGE_MAX_BYTES // MERGE_FANOUT)

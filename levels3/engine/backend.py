@@ -39,7 +39,8 @@ from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, F
 
 log = logging.getLogger("levels3.backend")
 
-MERGE_FANOUT = 16  # MANIFEST segments merged per object (see layout)
+MERGE_FANOUT = 16  # segments of one level merged into one object of the next (see plan_segment_upload)
+MERGE_MAX_BYTES = 4 << 20  # no merge grows past this: bounds the bytes one sync may re-upload
 _CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -107,6 +108,44 @@ def ensure_conditional_writes(store: ObjectStore, location: Location, options: S
 
     probe_conditional_writes(store)
     _probed_endpoints.add(endpoint)
+
+
+def plan_segment_upload(objects: list[StoredObject], new_bytes: int,
+                        fanout: int = MERGE_FANOUT, max_bytes: int = MERGE_MAX_BYTES) -> tuple[int, int]:
+    """How many trailing objects the next segment upload absorbs, and its level.
+
+    The objects of a WAL or MANIFEST form a counter in base ``fanout``: a new
+    segment is level 0, and when it would make ``fanout`` objects of one level
+    at the end of the file, it is uploaded together with them as one object of
+    the next level instead (and so on up). The merge rides on the upload a sync
+    needs anyway, so a sync stays one PUT; a file written by n syncs is read
+    back from O(fanout * log n) objects, and each byte is uploaded at most
+    1 + log_fanout(n) times. Merges stop at ``max_bytes``: a sync never carries
+    more than that much old data, and the file is then at most
+    size / (max_bytes / fanout) objects of that size plus the levels below.
+    """
+    absorbed, level, merged_bytes = 0, 0, new_bytes
+    end = len(objects)
+    while True:
+        run = 0
+        while run < end - absorbed and objects[end - absorbed - run - 1].level == level:
+            run += 1
+        if run + 1 < fanout:
+            return absorbed, level
+        run_bytes = sum(o.size for o in objects[end - absorbed - run:end - absorbed])
+        if merged_bytes + run_bytes > max_bytes:
+            return absorbed, level
+        absorbed, level, merged_bytes = absorbed + run, level + 1, merged_bytes + run_bytes
+
+
+def seal_plan(objects: list[StoredObject], new_bytes: int, max_bytes: int = MERGE_MAX_BYTES) -> int:
+    """How many trailing objects a file's last upload folds in: all that fit in
+    ``max_bytes``, when that leaves the file in fewer objects than it would be."""
+    absorbed, total = 0, new_bytes
+    while absorbed < len(objects) and total + objects[-1 - absorbed].size <= max_bytes:
+        total += objects[-1 - absorbed].size
+        absorbed += 1
+    return absorbed if absorbed + (new_bytes > 0) >= 2 else 0
 
 
 class Backend:
@@ -303,7 +342,7 @@ class Backend:
         with self._wal_lock:
             if not record.unsent_tail or self.catalog.get(record.name) is not record:
                 return
-            self._upload_tail(record, os.path.getsize(self.cache.path(record.name)))
+            self._upload_tail(record, os.path.getsize(self.cache.path(record.name)), seal=self.closing)
             record.unsent_tail = False
 
     def wal_has_unsent_bytes(self) -> bool:
@@ -483,7 +522,7 @@ class Backend:
                     if older.unsent_tail:
                         self._send_rolled_tail(older)
             if kind.segmented:
-                self._upload_tail(record, size)
+                self._upload_tail(record, size, seal=final and self.closing)
             elif final:
                 self._upload_whole(record, size)
         except BaseException as exc:
@@ -495,37 +534,30 @@ class Backend:
             record.writing = False
             self.cache.finish_write(name, size, record.fingerprint)
 
-    def _upload_tail(self, record: FileRecord, size: int) -> None:
+    def _upload_tail(self, record: FileRecord, size: int, *, seal: bool = False) -> None:
+        """Upload the bytes since the last upload as one new object, merged with
+        the objects before it when plan_segment_upload says so. ``seal`` (the
+        file's last upload, at close) folds in every trailing object that fits in
+        MERGE_MAX_BYTES, so the next cold open reads the file in one object."""
         start = record.size
-        if size <= start:
+        if seal:
+            absorbed = seal_plan(record.objects, size - start)
+            level = 1 + max((o.level for o in record.objects[len(record.objects) - absorbed:]), default=-1)
+        else:
+            absorbed, level = plan_segment_upload(record.objects, size - start)
+        if size <= start and not absorbed:
             return
         self._check_lease()
-        key = object_key(record.name, record.epoch, start)
-        data = self._read_local(record.name, start, size)
-        etag = self.store.put(key, data, if_none_match=True)
-        record.objects.append(StoredObject(key, start, len(data), etag))
+        merged = record.objects[len(record.objects) - absorbed:] if absorbed else []
+        offset = merged[0].offset if merged else start
+        key = object_key(record.name, record.epoch, offset, end=size, level=level)
+        etag = self.store.put(key, self._read_local(record.name, offset, size), if_none_match=True)
+        record.objects[len(record.objects) - absorbed:] = [StoredObject(key, offset, size - offset, etag, level)]
         # A sync is acknowledged only if the lease was still ours when the segment
         # landed: then no successor can have listed the store before it did.
         self._check_lease()
-        if kind_of(record.name) is FileKind.MANIFEST:
-            self._merge_segments(record)
-
-    def _merge_segments(self, record: FileRecord) -> None:
-        """Whenever MERGE_FANOUT objects of one level end the file, replace them by
-        one object of the next level: a cold open then reads O(log n) objects of a
-        MANIFEST that took n edits, and each byte is uploaded O(log n) times (the
-        MANIFEST is tiny next to the tables)."""
-        level = 0
-        while True:
-            tail = record.objects[-MERGE_FANOUT:]
-            if len(tail) < MERGE_FANOUT or any(o.level != level for o in tail):
-                return
-            start, end = tail[0].offset, tail[-1].end
-            key = object_key(record.name, record.epoch, start, end=end, level=level + 1)
-            etag = self.store.put(key, self._read_local(record.name, start, end), if_none_match=True)
-            record.objects[-MERGE_FANOUT:] = [StoredObject(key, start, end - start, etag, level + 1)]
-            self._retire(tail)  # readers prefer the merged object already
-            level += 1
+        if merged:
+            self._retire(merged)  # readers prefer the merged object already
 
     def _upload_whole(self, record: FileRecord, size: int) -> None:
         if record.objects:

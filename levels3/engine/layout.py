@@ -9,11 +9,12 @@ epochs the highest one is the live one.
 - tables (``NNNNNN.ldb``/``.sst``) and other durable files:
   ``w<epoch>/<name>``, one object written once (``If-None-Match: *``);
 - the WAL (``NNNNNN.log``) and ``MANIFEST-NNNNNN``: append-only files stored as
-  immutable segments ``w<epoch>/<name>/<offset>``, each holding only the bytes
-  written since the previous upload. MANIFEST segments are merged 16 at a time
-  into ``w<epoch>/<name>/<offset>-<end>-<level>`` objects (and those 16 at a time
-  into the next level), so reading a MANIFEST back takes a number of GETs that
-  grows only logarithmically with how long its writer ran;
+  immutable segments ``w<epoch>/<name>/<offset>``, each holding the bytes
+  written since the previous upload. Every 16th upload at a level also carries
+  the 15 objects before it, as one ``w<epoch>/<name>/<offset>-<end>-<level>``
+  object of the next level (Backend's plan_segment_upload), so reading a file
+  back takes a number of GETs that grows only logarithmically with the syncs
+  that wrote it, and a sync is still one PUT;
 - ``CURRENT``: one object at the top, replaced with ``If-Match``: the commit
   point, carrying the committing writer's epoch in its metadata;
 - ``LOCK``: the lease object (levels3.lock);
