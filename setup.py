@@ -43,7 +43,7 @@ def extension():
             link_args.append("-Wl,--exclude-libs,ALL")
     return Extension(
         "levels3._native",
-        sources=["levels3/_native.pyx", "csrc/object_env.cc"],
+        sources=["levels3/_native.pyx", "csrc/object_env.cc", "csrc/group_commit.cc"],
         include_dirs=["csrc", include_dir],
         library_dirs=lib_dirs,
         libraries=libraries,

@@ -159,3 +159,9 @@ cdef extern from "callback_comparator.h" namespace "levels3" nogil:
     ctypedef int (*CompareFn)(void*, const char*, size_t, const char*, size_t) noexcept
     cdef cppclass CallbackComparator(Comparator):
         CallbackComparator(string name, void* callable, CompareFn compare)
+
+
+cdef extern from "group_commit.h" namespace "levels3" nogil:
+    cdef cppclass GroupCommit:
+        GroupCommit(DB* db)
+        Status Write(WriteBatch* batch)

@@ -270,6 +270,7 @@ def _close_open_databases():
 cdef class _Handle:
     """Owns the C++ objects behind one open database and frees them in order."""
     cdef ldb.DB* db
+    cdef ldb.GroupCommit* synced  # every synced write goes through it (csrc/group_commit.h)
     cdef ldb.ObjectEnv* env
     cdef ldb.Comparator* comparator
     cdef const ldb.Comparator* order  # the one LevelDB uses (custom or bytewise)
@@ -324,6 +325,9 @@ cdef class _Handle:
         return 0
 
     cdef void free(self) noexcept nogil:
+        if self.synced != NULL:
+            del self.synced
+            self.synced = NULL
         if self.db != NULL:
             del self.db
             self.db = NULL
@@ -393,6 +397,7 @@ cdef _Handle open_handle(object backend, dict config):
         with nogil:
             handle.free()
         raise_for_status(st, backend)
+    handle.synced = new ldb.GroupCommit(handle.db)
     return handle
 
 
@@ -545,12 +550,10 @@ cdef class DB:
         """Make every write so far durable in the store (like a synced empty write)."""
         cdef _Handle h = self._live()
         self._check_writable()
-        cdef ldb.WriteOptions wo
         cdef ldb.WriteBatch empty
         cdef Status st
-        wo.sync = True
         with nogil:
-            st = h.db.Write(wo, &empty)
+            st = h.synced.Write(&empty)
         raise_for_status(st, h.backend)
 
     cdef inline int _check_open(self) except -1:
@@ -586,6 +589,7 @@ cdef class DB:
     def put(self, key, value, *, sync=False):
         """Store value under key; with sync=True it is in the store on return."""
         cdef ldb.WriteOptions wo
+        cdef ldb.WriteBatch batch
         cdef Status st
         cdef Slice k = to_slice(key)
         cdef Slice v
@@ -599,22 +603,31 @@ cdef class DB:
         cdef _Handle h = self._live()
         if self.read_only:
             self._check_writable()
-        wo.sync = sync
-        with nogil:
-            st = h.db.Put(wo, k, v)
+        if sync:
+            batch.Put(k, v)
+            with nogil:
+                st = h.synced.Write(&batch)
+        else:
+            with nogil:
+                st = h.db.Put(wo, k, v)
         raise_for_status(st, h.backend)
 
     def delete(self, key, *, sync=False):
         """Remove key (no error if it is absent)."""
         cdef ldb.WriteOptions wo
+        cdef ldb.WriteBatch batch
         cdef Status st
         cdef Slice k = to_slice(key)
         cdef _Handle h = self._live()
         if self.read_only:
             self._check_writable()
-        wo.sync = sync
-        with nogil:
-            st = h.db.Delete(wo, k)
+        if sync:
+            batch.Delete(k)
+            with nogil:
+                st = h.synced.Write(&batch)
+        else:
+            with nogil:
+                st = h.db.Delete(wo, k)
         raise_for_status(st, h.backend)
 
     # -- the rest of the API ----------------------------------------------
@@ -821,9 +834,12 @@ cdef class WriteBatch:
         cdef ldb.WriteOptions wo
         cdef Status st
         self._db._check_writable()
-        wo.sync = self._sync
-        with nogil:
-            st = h.db.Write(wo, &self._batch)
+        if self._sync:
+            with nogil:
+                st = h.synced.Write(&self._batch)
+        else:
+            with nogil:
+                st = h.db.Write(wo, &self._batch)
         raise_for_status(st, h.backend)
 
     def __enter__(self):
