@@ -173,6 +173,11 @@ class LeaseLock:
             return self._deadline
 
     @property
+    def writes(self) -> int:
+        """LOCK PUTs started so far: taking the lease, then one per lease_renewal."""
+        return self._seq
+
+    @property
     def valid(self) -> bool:
         """True while we hold the lease and no contender can have taken it over."""
         try:

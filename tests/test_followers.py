@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 import levels3
+from levels3.engine.catalog import Catalog
+from levels3.stores import LocalDirStore
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -149,3 +151,53 @@ def test_refresh_interval_follows_without_calls(tmp_path):
             while follower.get(b"k") != b"2":
                 assert time.monotonic() < deadline, "the follower never caught up"
                 time.sleep(0.05)
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _object_keys(url: str) -> set[str]:
+    return {o.key for o in LocalDirStore(url, create=False).list()}
+
+
+def test_retired_objects_go_after_the_grace_period_in_batches_off_the_write_path(tmp_path):
+    """300 synced writes: their merged-away WAL segments stay for the grace period, then go in a few
+    DeleteObjects requests from the background, not one DELETE per object on a write."""
+    url = str(tmp_path / "db")
+    db = levels3.DB(url, create_if_missing=True, deletion_grace=5.0)
+    try:
+        for i in range(300):
+            db.put(b"%04d" % i, b"v", sync=True)
+        segments = {k for k in _object_keys(url) if ".log/" in k}
+        assert len(segments) > 250  # the merged-away ones are still there, for followers
+        deletes_while_writing = db.stats()["requests"]["delete"]
+        assert deletes_while_writing == 0
+        assert _wait_until(lambda: len({k for k in _object_keys(url) if ".log/" in k}) < 40, timeout=20)
+        # one request per batch, a batch every grace/10 at most: a handful, against 250+ single DELETEs
+        assert db.stats()["requests"]["delete"] - deletes_while_writing <= 20
+        assert db.get(b"0299") == b"v"
+    finally:
+        db.close()
+    with levels3.DB(url, cache_dir=str(tmp_path / "cold")) as db:
+        assert sum(1 for _ in db) == 300
+
+
+def test_what_a_short_session_left_is_deleted_by_the_next_once_old_enough(tmp_path):
+    """A session shorter than deletion_grace leaves its retired objects behind; the next writer deletes them
+    once deletion_grace has passed since they were dropped, by the store's clock, not a grace after it opened."""
+    url = str(tmp_path / "db")
+    with levels3.DB(url, create_if_missing=True, deletion_grace=600) as db:
+        for i in range(100):
+            db.put(b"%04d" % i, b"v", sync=True)
+    left = {o.key for o in Catalog.load(LocalDirStore(url, create=False)).garbage}  # superseded, not yet deleted
+    assert len(left) > 50
+    time.sleep(3.5)
+    with levels3.DB(url, deletion_grace=3) as db:  # dropped 3.5 s ago (> 3 s): due at once
+        assert _wait_until(lambda: not (left & _object_keys(url)), timeout=2.5)
+        assert db.get(b"0099") == b"v"

@@ -92,6 +92,18 @@ def test_delete(store: ObjectStore) -> None:
     assert [i.key for i in store.list()] == ["keep"]
 
 
+def test_delete_many_is_one_request_and_ignores_missing_keys(store: ObjectStore) -> None:
+    from levels3.stores.counting import CountingStore
+
+    for i in range(5):
+        store.put(f"batch/{i}", b"x")
+    counting = CountingStore(store)
+    counting.delete_many(["batch/0", "batch/2", "batch/4", "batch/never-was"])
+    assert [o.key for o in store.list("batch/")] == ["batch/1", "batch/3"]
+    assert counting.requests["delete"] == 1
+    counting.delete_many([])
+
+
 def test_missing_key_is_object_not_found(store: ObjectStore) -> None:
     with pytest.raises(ObjectNotFound) as info:
         store.get("nope")

@@ -1,1 +1,1 @@
-"""The Python backend behind the native Env: file layout, catalog, cache, backend."""
+"""The Python backend behind the native Env: file layout, catalog, cache, deferred deletion, backend."""

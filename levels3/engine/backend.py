@@ -7,7 +7,6 @@ the bridge turns the exception into a LevelDB Status.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -35,12 +34,18 @@ from ..stores.counting import CountingStore
 from ..stores.retry import RetryingStore
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
+from .reaper import Reaper
 from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key
 
 log = logging.getLogger("levels3.backend")
 
 MERGE_FANOUT = 16  # segments of one level merged into one object of the next (see plan_segment_upload)
 MERGE_MAX_BYTES = 4 << 20  # no merge grows past this: bounds the bytes one sync may re-upload
+# Segments a merge replaced are read only by a follower opening from a LIST made
+# just before the merge (WAL and MANIFEST are read at open, never after), so they
+# need far less than deletion_grace; a short grace keeps the objects a LIST pages
+# through (at every open and refresh) to the last half-minute's syncs.
+MERGED_SEGMENT_GRACE = 30.0
 _CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -168,10 +173,8 @@ class Backend:
         self.read_only = lease is None
         self.checkpoint: str | None = None  # the checkpoint a follower shows, if any
         self.owns_store = True  # a follower's generations pass the store on to the next one
-        # Objects LevelDB deleted wait here (due time, key) for deletion_grace, so a
-        # follower on an older version can still read them; checkpoints protect theirs.
-        self._retired: collections.deque[tuple[float, str]] = collections.deque()
-        self._protected: set[str] = set()
+        # Objects LevelDB deleted wait there for deletion_grace, for followers on older versions.
+        self.reaper = Reaper(store, options.deletion_grace, self._check_lease)
         self._wal_lock = threading.Lock()  # a rolled WAL's tail upload vs. its removal
 
     # -- opening and closing ---------------------------------------------------
@@ -208,7 +211,8 @@ class Backend:
                 backend.epoch = backend.catalog.max_epoch + 1
             for key in backend.catalog.checkpoint_keys:
                 backend._protect_checkpoint(key[len(CHECKPOINT_PREFIX):-len(".json")])
-            backend._retire(backend.catalog.garbage)  # what crashed or fenced writers left
+            # What earlier writers left: dropped at the latest when the newest object was uploaded.
+            backend._retire(backend.catalog.garbage, dropped_ago=max(0.0, backend.catalog.idle_seconds - 1))
             backend.catalog.garbage = []
             cache.adopt({r.name: r.fingerprint for r in backend.catalog.records()})
             log.info("opened %s as writer epoch %d (cache %s)", location.url, backend.epoch, cache.directory)
@@ -320,7 +324,8 @@ class Backend:
                 if record.unsent_tail:
                     self._send_tail(record)
             if self.lease is not None:
-                self._reap()
+                self.reaper.stop()
+                self.reaper.reap()
                 self.lease.release()
         finally:
             self.cache.close()
@@ -362,6 +367,7 @@ class Backend:
             cache_bytes=self.cache.bytes,
             cache_peak_bytes=self.cache.peak_bytes,
             cache_evictions=self.cache.evictions,
+            lease_puts=self.lease.writes if self.lease is not None else 0,
         )
         return counters
 
@@ -388,23 +394,8 @@ class Backend:
         for obj in record.objects:
             self.store.delete(obj.key)
 
-    def _retire(self, objects: list[StoredObject]) -> None:
-        """Delete these objects once deletion_grace has passed (see _reap)."""
-        due = time.monotonic() + self.options.deletion_grace
-        self._retired.extend((due, o.key) for o in objects if o.key not in self._protected)
-        self._reap()
-
-    def _reap(self, *, everything: bool = False) -> None:
-        """Delete the retired objects whose grace period is over. Only the lease
-        holder deletes; what is still waiting at close stays in the store, where
-        the next writer finds it obsolete again (or gc does)."""
-        now = time.monotonic()
-        while self._retired and (everything or self._retired[0][0] <= now):
-            _due, key = self._retired[0]
-            if key not in self._protected:
-                self._check_lease()
-                self.store.delete(key)
-            self._retired.popleft()
+    def _retire(self, objects: list[StoredObject], *, dropped_ago: float = 0.0, grace: float | None = None) -> None:
+        self.reaper.retire((o.key for o in objects), dropped_ago=dropped_ago, grace=grace)
 
     def _protect_checkpoint(self, name: str) -> None:
         try:
@@ -412,7 +403,7 @@ class Backend:
         except Error as exc:
             log.warning("ignoring checkpoint %r: %s", name, exc)
             return
-        self._protected.update(str(row[0]) for rows in data["files"].values() for row in rows)
+        self.reaper.protect(str(row[0]) for rows in data["files"].values() for row in rows)
 
     def create_checkpoint(self, name: str) -> None:
         """Record the committed state (CURRENT's content and every object of every
@@ -421,7 +412,9 @@ class Backend:
         key = checkpoint_key(name)
         with open(self.cache.path(CURRENT_NAME), "rb") as f:
             current = f.read().decode()
-        live = {r.name: list(r.objects) for r in self.catalog.records() if r.objects and r.name != CURRENT_NAME}
+        with self.reaper.paused():  # nothing it names can be deleted between the snapshot and its protection
+            live = {r.name: list(r.objects) for r in self.catalog.records() if r.objects and r.name != CURRENT_NAME}
+            self.reaper.protect(o.key for objects in live.values() for o in objects)
         files = {name: [[o.key, o.offset, o.size, o.etag, o.level] for o in objects]
                  for name, objects in live.items()}
         body = json.dumps({"version": 1, "name": name, "epoch": self.epoch, "created": time.time(),
@@ -430,7 +423,6 @@ class Backend:
             self.store.put(key, body, if_none_match=True)
         except PreconditionFailed:
             raise Error(f"a checkpoint named {name!r} already exists in {self.location.url}") from None
-        self._protected.update(o.key for objects in live.values() for o in objects)
 
     def _fetch(self, record: FileRecord) -> str:
         """Download every object of the file into the cache; returns the pinned path."""
@@ -557,7 +549,7 @@ class Backend:
         # landed: then no successor can have listed the store before it did.
         self._check_lease()
         if merged:
-            self._retire(merged)  # readers prefer the merged object already
+            self._retire(merged, grace=MERGED_SEGMENT_GRACE)  # readers prefer the merged object already
 
     def _upload_whole(self, record: FileRecord, size: int) -> None:
         if record.objects:
@@ -687,10 +679,9 @@ class Backend:
     def delete_all(self) -> None:
         """After DestroyDB: remove every object of ours that is left (CURRENT, superseded ones)."""
         self._check_lease()
-        self._protected.clear()  # destroying the database takes its checkpoints too
-        self._reap(everything=True)
+        self.reaper.forget_protection()  # destroying the database takes its checkpoints too
+        self.reaper.reap(everything=True)
+        keys = [o.key for record in self.catalog.records() for o in record.objects]
         for record in self.catalog.records():
-            self._delete_objects(record)
             self.catalog.pop(record.name)
-        for key in self.catalog.checkpoint_keys:
-            self.store.delete(key)
+        self.reaper.delete_now(keys + self.catalog.checkpoint_keys)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..stores.base import ObjectStore
-from .layout import CHECKPOINT_PREFIX, parse_key
+from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, parse_key
 
 log = logging.getLogger("levels3.catalog")
 
@@ -58,6 +58,9 @@ class Catalog:
         self._lock = threading.Lock()
         self.garbage: list[StoredObject] = []  # superseded objects: never read, removed by gc
         self.checkpoint_keys: list[str] = []  # checkpoints/<name>.json objects
+        # How long before the LIST (by the store's clock: CURRENT's LastModified against
+        # the newest other object's) anything was last uploaded; 0 when unknown.
+        self.idle_seconds = 0.0
 
     @classmethod
     def load(cls, store: ObjectStore) -> "Catalog":
@@ -66,6 +69,7 @@ class Catalog:
         never read and are only remembered as garbage."""
         catalog = cls()
         versions: dict[tuple[str, int], FileRecord] = {}
+        current_time, newest = None, None
         for info in store.list(""):
             if info.key.startswith(CHECKPOINT_PREFIX):
                 catalog.checkpoint_keys.append(info.key)
@@ -73,6 +77,10 @@ class Catalog:
             parsed = parse_key(info.key)
             if parsed is None:
                 continue
+            if info.key == CURRENT_NAME:
+                current_time = info.last_modified
+            elif info.last_modified is not None:
+                newest = max(newest or info.last_modified, info.last_modified)
             record = versions.setdefault((parsed.name, parsed.epoch), FileRecord(parsed.name, parsed.epoch))
             record.objects.append(StoredObject(info.key, parsed.offset or 0, info.size, info.etag, parsed.level))
         for (name, _epoch), record in sorted(versions.items()):
@@ -81,6 +89,8 @@ class Catalog:
                 catalog.garbage.extend(older.objects)
             catalog._choose_cover(record)
             catalog._files[name] = record
+        if current_time is not None and newest is not None:
+            catalog.idle_seconds = max(0.0, current_time - newest)
         return catalog
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class ObjectInfo:
     etag: str
     metadata: Mapping[str, str] = field(default_factory=dict)  # only filled by head()
     last_modified: float | None = None  # seconds since the epoch, as the store reports it
+
+
+DELETE_BATCH = 1000  # most keys one delete_many takes (S3 DeleteObjects' limit)
 
 
 class ObjectStore(abc.ABC):
@@ -56,6 +59,12 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Delete the object; a missing key is not an error (unless if_match is given)."""
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete up to DELETE_BATCH objects, missing ones not an error: one request
+        where the store has a batch delete (S3 DeleteObjects), else one per key."""
+        for key in keys:
+            self.delete(key)
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

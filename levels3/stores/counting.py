@@ -10,7 +10,7 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from .base import ObjectInfo, ObjectStore
 
@@ -118,6 +118,9 @@ class CountingStore(ObjectStore):
             lambda: self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=metadata),
             up=len(data),
         )
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        return self._timed("delete", lambda: self.inner.delete_many(keys))
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         return self._timed("delete", lambda: self.inner.delete(key, if_match=if_match))

@@ -112,6 +112,9 @@ class FaultInjectingStore(ObjectStore):
             "put", key, lambda: self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=metadata)
         )
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        return self._call("delete", keys[0] if keys else "", lambda: self.inner.delete_many(keys))
+
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         return self._call("delete", key, lambda: self.inner.delete(key, if_match=if_match))
 

@@ -10,7 +10,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 from ..errors import ObjectNotFound, PreconditionFailed, StoreError
 from .base import ObjectInfo, ObjectStore
@@ -183,6 +183,10 @@ class RetryingStore(ObjectStore):
             raise exc
 
         return self._call("put", key, attempt, refused)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        # Idempotent: a key deleted by an earlier attempt is simply missing now.
+        return self._call("delete", f"{keys[0]} (+{len(keys) - 1} more)" if keys else "", lambda: self.inner.delete_many(keys))
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         if if_match is None:

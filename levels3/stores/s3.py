@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import boto3
 import botocore.config
@@ -18,7 +18,7 @@ import botocore.exceptions
 
 from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
 from ..options import S3Options
-from .base import ObjectInfo, ObjectStore
+from .base import DELETE_BATCH, ObjectInfo, ObjectStore
 from .local import validate_key
 from .retry import is_transient
 
@@ -229,6 +229,25 @@ class S3Store(ObjectStore):
         except Exception as exc:
             raise self._error(exc, "delete", key, conditional=if_match is not None) from exc
         self._debug("delete", key, began)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        if len(keys) > DELETE_BATCH:
+            raise ValueError(f"delete_many takes at most {DELETE_BATCH} keys, got {len(keys)}")
+        objects = [{"Key": self._full_key(key)} for key in keys]
+        began = time.monotonic()
+        try:
+            response = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+        except Exception as exc:
+            raise self._error(exc, "delete", keys[0]) from exc
+        errors = response.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise StoreError(f"delete {len(keys)} objects on {self.url}: {len(errors)} refused, the first "
+                             f"{first.get('Key')!r}: {first.get('Code')}: {first.get('Message')}",
+                             operation="delete", key=str(first.get("Key", "")))
+        self._debug("delete", f"{keys[0]} (+{len(keys) - 1} more)", began)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_key(prefix, prefix=True)
