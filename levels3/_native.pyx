@@ -17,6 +17,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdint cimport uint64_t
 from libc.stdio cimport fflush, fprintf, stderr
 from libc.stdlib cimport abort
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from libcpp.string cimport string
 from libcpp.vector cimport vector
 
@@ -31,6 +32,7 @@ from levels3.errors import (
     LeaseLostError,
     ObjectNotFound,
     ReadOnlyError,
+    StaleVersionError,
 )
 
 __leveldb_version__ = f"{ldb.kMajorVersion}.{ldb.kMinorVersion}"
@@ -51,6 +53,8 @@ cdef int raise_for_status(const Status& st, object backend=None) except -1:
         message = message.replace(backend.local_dir, backend.location.url)
         if backend.lease_lost:
             raise LeaseLostError(message)
+        if backend.stale:
+            raise StaleVersionError(message)
     if st.IsCorruption():
         raise CorruptionError(message)
     if st.IsIOError():
@@ -397,8 +401,52 @@ cdef _Handle open_handle(object backend, dict config):
         with nogil:
             handle.free()
         raise_for_status(st, backend)
+    backend.finish_open()
     handle.synced = new ldb.GroupCommit(handle.db)
     return handle
+
+
+cdef inline double _monotonic() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def _lease_loss_flagger(db_ref):
+    """The lease's on_lost callback: flags the DB (if still alive) for its next write."""
+    def flag(reason):
+        db = db_ref()
+        if db is not None:
+            db._flag_lease_lost()
+    return flag
+
+
+def _close_quietly(object backend):
+    try:
+        backend.close()
+    except BaseException:
+        _leveldb_log.exception("cleaning up after a failed open")
+
+
+cdef int _FOLLOWER_OPEN_ATTEMPTS = 3
+
+
+cdef tuple open_follower_handle(object new_backend, dict config):
+    """A follower generation: (backend, handle). A LIST is no snapshot: when the
+    writer deletes an object between our LIST and our read of it (segments a
+    merge replaced go within seconds), the version we listed is gone; list again."""
+    for attempt in range(1, _FOLLOWER_OPEN_ATTEMPTS + 1):
+        backend = new_backend()
+        try:
+            return backend, open_handle(backend, config)
+        except StaleVersionError:
+            _close_quietly(backend)
+            if attempt == _FOLLOWER_OPEN_ATTEMPTS or backend.checkpoint is not None:
+                raise
+            _leveldb_log.info("%s changed while opening a follower on it; listing again", backend.location.url)
+        except BaseException:
+            _close_quietly(backend)
+            raise
 
 
 def _run_maintenance(object backend, dict config, bint repair):
@@ -436,6 +484,11 @@ cdef class DB:
     cdef object _refresher_stop
     cdef object _refresher
     cdef object __weakref__
+    # A writer's every write checks its lease: in C while the lease's deadline (as
+    # last read) is ahead and no loss was signalled, else through lease.check().
+    cdef bint _has_lease
+    cdef bint _lease_lost
+    cdef double _lease_valid_until  # time.monotonic() seconds
 
     def __init__(self, name, *, create_if_missing=False, error_if_exists=False,
                  paranoid_checks=None, write_buffer_size=None, max_open_files=None,
@@ -463,18 +516,20 @@ cdef class DB:
         self.read_only = bool(read_only)
         self._config = config
         if self.read_only:
-            backend = Backend.open_follower(name, options, store_options, checkpoint=checkpoint)
+            backend, self._h = open_follower_handle(
+                lambda: Backend.open_follower(name, options, store_options, checkpoint=checkpoint), config)
         else:
             backend = Backend.open(name, options, store_options, create_if_missing=bool(create_if_missing))
-        try:
-            self._h = open_handle(backend, config)
-        except BaseException:
             try:
-                backend.close()
+                self._h = open_handle(backend, config)
             except BaseException:
-                _leveldb_log.exception("cleaning up after a failed open")
-            raise
+                _close_quietly(backend)
+                raise
         self._backend = backend
+        if backend.lease is not None:
+            self._has_lease = True
+            self._note_lease_deadline()
+            backend.lease.on_lost = _lease_loss_flagger(weakref.ref(self))
         self.name = name  # as given, like plyvel (the store URL is in repr and messages)
         _open_databases.add(self)
         if refresh_interval is not None:
@@ -521,21 +576,28 @@ cdef class DB:
         cdef _Handle old = self._live()
         cdef _Handle new
         with self._close_lock:
-            backend = old.backend.next_generation()
-            try:
-                new = open_handle(backend, self._config)
-            except BaseException:
-                backend.close()
-                raise
+            backend, new = open_follower_handle(old.backend.next_generation, self._config)
             old = self._h
             self._h = new
             self._backend = backend
+            backend.owns_store, old.backend.owns_store = True, False  # the store passes on
             old.retired = True  # freed (and its cache generation removed) once unreferenced
 
     cdef inline int _check_writable(self) except -1:
         if self.read_only:
             raise ReadOnlyError(f"{self.name!r} was opened read_only: writes go through its single writer")
+        if self._has_lease and (self._lease_lost or _monotonic() >= self._lease_valid_until):
+            self._note_lease_deadline()  # raises LeaseLostError
         return 0
+
+    cdef int _note_lease_deadline(self) except -1:
+        lease = self._backend.lease
+        lease.check()
+        # The lease's clock is its own (injectable); keep only the time left, on ours.
+        self._lease_valid_until = _monotonic() + (lease.deadline - lease.clock())
+
+    def _flag_lease_lost(self):
+        self._lease_lost = True
 
     def checkpoint(self, name):
         """Record the current state as checkpoint ``name`` in the store (no data copied).
@@ -601,8 +663,7 @@ cdef class DB:
             holder.set(value)
             v = holder.slice
         cdef _Handle h = self._live()
-        if self.read_only:
-            self._check_writable()
+        self._check_writable()
         if sync:
             batch.Put(k, v)
             with nogil:
@@ -619,8 +680,7 @@ cdef class DB:
         cdef Status st
         cdef Slice k = to_slice(key)
         cdef _Handle h = self._live()
-        if self.read_only:
-            self._check_writable()
+        self._check_writable()
         if sync:
             batch.Delete(k)
             with nogil:

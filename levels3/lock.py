@@ -139,7 +139,7 @@ class LeaseLock:
         self.lease_renewal = float(lease_renewal)
         self.lock_timeout = lock_timeout
         self._clock = clock
-        self._on_lost = on_lost
+        self.on_lost = on_lost  # may be set after construction
         self.safety_margin = self.lease_duration / 3
         # Leave room for retries of a failed renewal before the deadline.
         self.renew_interval = min(self.lease_renewal, self.lease_duration / 3)
@@ -171,6 +171,10 @@ class LeaseLock:
         """Clock value at which the lease is considered lost unless renewed."""
         with self._mu:
             return self._deadline
+
+    def clock(self) -> float:
+        """Now, on the clock deadlines are measured with."""
+        return self._clock()
 
     @property
     def writes(self) -> int:
@@ -414,9 +418,9 @@ class LeaseLock:
                 return
             self._lost_notified = True
             reason = self._lost_reason
-        if self._on_lost is not None:
+        if self.on_lost is not None:
             try:
-                self._on_lost(reason)
+                self.on_lost(reason)
             except Exception:
                 log.exception("on_lost callback failed")
 

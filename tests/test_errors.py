@@ -158,3 +158,27 @@ def test_workload_survives_five_percent_transient_faults(tmp_path):
     assert sum(f.injected for f in injected) > 20
     assert faulted == clean
     assert len(clean) > 50_000
+
+
+def test_a_log_that_cannot_be_fetched_fails_the_open_and_loses_nothing(tmp_path):
+    """LevelDB (without paranoid_checks) skips a log it cannot open and commits past it. A WAL fetch that
+    fails must fail the open instead, for a writer and a follower, and leave the writes for the next open."""
+    from levels3.errors import StoreError
+
+    class LogsUnreadable(FaultInjectingStore):
+        def get(self, key, start=0, end=None):
+            if ".log/" in key:
+                raise StoreError(f"get {key!r}: access denied (injected)", operation="get", key=key)
+            return super().get(key, start, end)
+
+    url = str(tmp_path / "db")
+    with levels3.DB(url, create_if_missing=True) as db:
+        for i in range(20):
+            db.put(b"k%02d" % i, b"v", sync=True)  # in the WAL only: no table yet
+    broken = {"wrap_store": lambda s: LogsUnreadable(s, rate=0.0), "cache_dir": None}
+    with pytest.raises(levels3.IOError, match="write-ahead log"):
+        levels3.DB(url, read_only=True, **broken)
+    with pytest.raises(levels3.IOError, match="write-ahead log"):
+        levels3.DB(url, **broken)
+    with levels3.DB(url, cache_dir=str(tmp_path / "fresh-cache")) as db:
+        assert sum(1 for _ in db) == 20

@@ -167,3 +167,31 @@ def test_writer_stops_when_renewal_fails(tmp_path):
     with levels3.DB(url) as db:
         assert db.get(b"before") == b"1"
         assert db.get(b"after") is None
+
+
+def test_a_writer_that_lost_its_lease_refuses_every_write(tmp_path):
+    """Unsynced writes too (they could never reach the store): once the renewal finds the LOCK taken, and
+    once the lease's own deadline passes without a renewal."""
+    url = str(tmp_path / "db")
+    db = levels3.DB(url, create_if_missing=True, lease_duration=LEASE, lease_renewal=RENEWAL)
+    try:
+        db.put(b"before", b"1")
+        store = LocalDirStore(url, create=False)
+        store.put("LOCK", b'{"host": "elsewhere", "pid": 1}', if_match=store.head("LOCK").etag)
+        deadline = time.monotonic() + 2 * LEASE
+        while time.monotonic() < deadline:  # the renewal notices the takeover within RENEWAL
+            try:
+                db.put(b"after", b"2")
+            except levels3.LeaseLostError:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("unsynced writes were still accepted after the lease was lost")
+        for write in (lambda: db.delete(b"before"), lambda: db.write_batch().write(), db.sync):
+            with pytest.raises(levels3.LeaseLostError):
+                write()
+    finally:
+        try:
+            db.close()
+        except levels3.Error:
+            pass

@@ -41,11 +41,12 @@ log = logging.getLogger("levels3.backend")
 
 MERGE_FANOUT = 16  # segments of one level merged into one object of the next (see plan_segment_upload)
 MERGE_MAX_BYTES = 4 << 20  # no merge grows past this: bounds the bytes one sync may re-upload
-# Segments a merge replaced are read only by a follower opening from a LIST made
-# just before the merge (WAL and MANIFEST are read at open, never after), so they
-# need far less than deletion_grace; a short grace keeps the objects a LIST pages
-# through (at every open and refresh) to the last half-minute's syncs.
-MERGED_SEGMENT_GRACE = 30.0
+# Segments a merge replaced could only be needed by a follower opening from a LIST
+# made just before the merge (WAL and MANIFEST are read at open, never after), and
+# such a follower lists again (StaleVersionError at open). So they get no grace:
+# the reaper's next batch deletes them, which keeps what every open and refresh
+# lists down to the last few seconds' syncs.
+MERGED_SEGMENT_GRACE = 0.0
 _CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -173,6 +174,10 @@ class Backend:
         self.read_only = lease is None
         self.checkpoint: str | None = None  # the checkpoint a follower shows, if any
         self.owns_store = True  # a follower's generations pass the store on to the next one
+        self.stale = False  # a follower found an object it listed deleted: its version is gone
+        self._unread_logs: list[str] = []  # WAL files whose fetch failed (see _refuse_version_without_logs)
+        self._opening = True  # until LevelDB's DB::Open returns (finish_open)
+        self._loaded_at = time.monotonic()  # when the catalog was listed
         # Objects LevelDB deleted wait there for deletion_grace, for followers on older versions.
         self.reaper = Reaper(store, options.deletion_grace, self._check_lease)
         self._wal_lock = threading.Lock()  # a rolled WAL's tail upload vs. its removal
@@ -212,7 +217,8 @@ class Backend:
             for key in backend.catalog.checkpoint_keys:
                 backend._protect_checkpoint(key[len(CHECKPOINT_PREFIX):-len(".json")])
             # What earlier writers left: dropped at the latest when the newest object was uploaded.
-            backend._retire(backend.catalog.garbage, dropped_ago=max(0.0, backend.catalog.idle_seconds - 1))
+            backend._loaded_at = time.monotonic()
+            backend._retire(backend.catalog.garbage, dropped_ago=backend._time_since_last_upload())
             backend.catalog.garbage = []
             cache.adopt({r.name: r.fingerprint for r in backend.catalog.records()})
             log.info("opened %s as writer epoch %d (cache %s)", location.url, backend.epoch, cache.directory)
@@ -253,7 +259,7 @@ class Backend:
             current = {r.name: r.fingerprint for r in backend.catalog.records() if not r.local}
             if previous is not None:
                 cache.adopt_links(previous.cache, current)
-                previous.owns_store = False
+                backend.owns_store = False  # until the refresh that made it succeeds (see DB.refresh)
             log.info("opened %s read-only%s (cache %s)", location.url,
                      f" at checkpoint {checkpoint!r}" if checkpoint else "", cache.directory)
             return backend
@@ -275,6 +281,14 @@ class Backend:
             f.write(data)
         self.cache.finish_write(name, len(data), "")
         self.catalog.put(FileRecord(name, local=True))
+
+    def finish_open(self) -> None:
+        self._opening = False
+
+    def _time_since_last_upload(self) -> float:
+        """Seconds since an earlier writer last uploaded anything (0 if unknown); the
+        LIST's LastModified has a resolution of one second, hence the margin."""
+        return max(0.0, self.catalog.idle_seconds - 1.0 + time.monotonic() - self._loaded_at)
 
     def fence(self) -> None:
         """Claim the next writer epoch by rewriting CURRENT with If-Match.
@@ -436,6 +450,7 @@ class Backend:
                     except ObjectNotFound:
                         if not self.read_only:
                             raise
+                        self.stale = True
                         raise StaleVersionError(
                             f"{obj.key} was deleted by the writer: this follower's version is older than "
                             "deletion_grace; call refresh()") from None
@@ -461,7 +476,14 @@ class Backend:
                 raise ObjectNotFound(f"{name} does not exist", operation="open", key=name)
             return path
         path = self.cache.open_cached(name, record.fingerprint)
-        return path if path is not None else self._fetch(record)
+        if path is not None:
+            return path
+        try:
+            return self._fetch(record)
+        except BaseException as exc:
+            if kind_of(name) is FileKind.WAL:
+                self._unread_logs.append(f"{name}: {exc}")
+            raise
 
     def release_read(self, name: str) -> None:
         self.cache.release(name)
@@ -574,8 +596,13 @@ class Backend:
             raise ObjectNotFound(f"{name} does not exist", operation="delete", key=name)
         if record is not None and record.objects and not self.read_only:
             self._check_lease()
+            dropped_ago = 0.0
+            if self._opening and kind is FileKind.TABLE and record.epoch < self.epoch:
+                # Obsolete when this writer opened: an earlier writer dropped it, at the
+                # latest when it last uploaded (its MANIFEST edit saying so).
+                dropped_ago = self._time_since_last_upload()
             with self._wal_lock:
-                self._retire(record.objects)
+                self._retire(record.objects, dropped_ago=dropped_ago)
         self.cache.discard(name)
 
     def rename(self, src: str, dst: str) -> None:
@@ -583,6 +610,8 @@ class Backend:
         if src_kind.local_only and dst_kind.local_only:
             self.cache.rename(src, dst)
             return
+        if dst_kind is FileKind.CURRENT:
+            self._refuse_version_without_logs()
         if self.read_only:
             if dst_kind is not FileKind.CURRENT:
                 raise ReadOnlyError(f"a read-only follower cannot rename {src} to {dst}")
@@ -596,6 +625,15 @@ class Backend:
             self._publish(src, dst)
             return
         self._move(src, dst)
+
+    def _refuse_version_without_logs(self) -> None:
+        """Without paranoid_checks, LevelDB's recovery skips a log it cannot open
+        and then commits a version past it: the log's writes would be lost for
+        good. A WAL that could not be fetched therefore fails the commit (and so
+        DB::Open), and its objects stay in the store for the next attempt."""
+        if self._unread_logs:
+            raise IOError("not committing a version without the write-ahead log(s) that could not be read: "
+                          + "; ".join(self._unread_logs))
 
     def _publish(self, temp_name: str, name: str) -> None:
         """A local temp file becomes a durable file (repair writes its MANIFEST this way)."""

@@ -1,13 +1,14 @@
 """Deferred deletion: objects LevelDB no longer needs wait out ``deletion_grace``.
 
 A follower reading an older version may still need a table the writer has
-compacted away, or a WAL segment a merge replaced; so the writer deletes such
-objects only ``deletion_grace`` after dropping them, and never those a
-checkpoint names. Deletions run in a background thread, in batches (one
-DeleteObjects request per 1000 keys), at most a tenth of the grace period (and
-30 s) late: never on the path of a write. What is still waiting at close stays
-in the store; the next writer finds it superseded again and deletes it once the
-rest of the grace period (by the store's clock) has passed.
+compacted away; so the writer deletes such objects only ``deletion_grace``
+after dropping them, and never those a checkpoint names. (Segments a merge
+replaced get no grace: see MERGED_SEGMENT_GRACE in backend.) Deletions run in a
+background thread, in batches (one DeleteObjects request per 1000 keys), at
+most a tenth of the grace period (and 5 s) late: never on the path of a write.
+What is still waiting at close stays in the store; the next writer finds it
+obsolete again and deletes it once the rest of the grace period (by the store's
+clock) has passed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..stores.base import DELETE_BATCH, ObjectStore
 
 log = logging.getLogger("levels3.reaper")
 
-MAX_LATENESS = 30.0  # seconds a due object may wait for the next batch
+MAX_LATENESS = 5.0  # seconds a due object may wait for the next batch
 
 
 class Reaper:
@@ -39,14 +40,15 @@ class Reaper:
 
     def retire(self, keys: Iterable[str], *, dropped_ago: float = 0.0, grace: float | None = None) -> None:
         """Delete these keys once deletion_grace (or a shorter ``grace``) has passed
-        since they were dropped (``dropped_ago`` seconds before now). With no grace, at once."""
+        since they were dropped (``dropped_ago`` seconds before now). With
+        deletion_grace=0, at once, in this thread."""
         keys = list(keys)
-        grace = self.grace if grace is None else min(grace, self.grace)
         if not keys:
             return
-        if grace <= 0:
+        if self.grace <= 0:
             self._delete(keys)
             return
+        grace = self.grace if grace is None else min(grace, self.grace)
         due = time.monotonic() + max(0.0, grace - dropped_ago)
         with self._cv:
             for key in keys:
