@@ -17,7 +17,7 @@ import os
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
 from .base import ObjectInfo, ObjectStore
@@ -278,6 +278,31 @@ class LocalDirStore(ObjectStore):
         except OSError as exc:
             raise self._fail("delete", key, exc) from exc
         log.debug("delete %r", key)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """One lock and one directory fsync per directory for the whole batch, as
+        one DeleteObjects request is one round trip."""
+        paths = [self._path(key) for key in keys]
+        parents: set[str] = set()
+        try:
+            with self._locked():
+                for path in paths:
+                    old = self._current_etag(path)
+                    if old is None:
+                        continue
+                    os.unlink(path)
+                    self._drop_meta(old)
+                    parents.add(os.path.dirname(path))
+                for parent in sorted(parents, reverse=True):
+                    self._prune_empty_dirs(parent)
+                    while not os.path.isdir(parent):
+                        parent = os.path.dirname(parent)
+                    self._fsync_dir(parent)
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise self._fail("delete", keys[0] if keys else "", exc) from exc
+        log.debug("delete %d objects", len(keys))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_key(prefix, prefix=True)
