@@ -39,12 +39,13 @@ the runner process) and slatedb's Python bindings (async, ~3-5k ops/s) are slowe
 their sizes are set separately (--moto-keys, --slatedb-keys); ratios across columns of different sizes compare
 throughput at different sizes. Requests and bytes per 1M keys written: the fillrandom database from open to
 close. "LevelDB wrote" = Write(MB) of `leveldb.stats` (memtable flushes + compactions) + WAL records
-(7+12+1+1+16+1+100 bytes per put) + MANIFEST files. Synced writes: time-bounded runs; PUTs per synced op from
-db.stats(), less the lease's renewals (`lease_puts`: one per lease_renewal, 10 s, whatever the load). SlateDB
-has no disk cache by default, so any new handle is cold; its requests come from its metrics recorder
-(slatedb.object_store.request_count). Open with an empty cache: the fillrandom database right after its writer
-closed (one LIST page per 1,000 objects, merged-away WAL segments still in their 30 s grace included), then
-one get. Peak RSS: VmHWM of the column's process."""
+(7+12+1+1+16+1+100 bytes per put) + MANIFEST files. Synced writes: time-bounded, in 3 alternating 1-thread /
+8-thread rounds (both see the same noisy disk); PUTs per synced op from db.stats(), less the lease's renewals
+(`lease_puts`: one per lease_renewal, 10 s, whatever the load). SlateDB has no disk cache by default, so any
+new handle is cold; its requests come from its metrics recorder (slatedb.object_store.request_count). Open
+with an empty cache: the fillrandom database right after its writer closed (one LIST page per 1,000 objects,
+merged-away WAL segments still in their 30 s grace included), then one get. Peak RSS: VmHWM of the column's
+process."""
 
 
 def _div(a: Any, b: Any) -> float | None:
