@@ -177,7 +177,6 @@ class Backend:
         self.stale = False  # a follower found an object it listed deleted: its version is gone
         self._unread_logs: list[str] = []  # WAL files whose fetch failed (see _refuse_version_without_logs)
         self._opening = True  # until LevelDB's DB::Open returns (finish_open)
-        self._loaded_at = time.monotonic()  # when the catalog was listed
         # Objects LevelDB deleted wait there for deletion_grace, for followers on older versions.
         self.reaper = Reaper(store, options.deletion_grace, self._check_lease)
         self._wal_lock = threading.Lock()  # a rolled WAL's tail upload vs. its removal
@@ -217,7 +216,6 @@ class Backend:
             for key in backend.catalog.checkpoint_keys:
                 backend._protect_checkpoint(key[len(CHECKPOINT_PREFIX):-len(".json")])
             # What earlier writers left: dropped at the latest when the newest object was uploaded.
-            backend._loaded_at = time.monotonic()
             backend._retire(backend.catalog.garbage, dropped_ago=backend._time_since_last_upload())
             backend.catalog.garbage = []
             cache.adopt({r.name: r.fingerprint for r in backend.catalog.records()})
@@ -288,7 +286,7 @@ class Backend:
     def _time_since_last_upload(self) -> float:
         """Seconds since an earlier writer last uploaded anything (0 if unknown); the
         LIST's LastModified has a resolution of one second, hence the margin."""
-        return max(0.0, self.catalog.idle_seconds - 1.0 + time.monotonic() - self._loaded_at)
+        return max(0.0, self.catalog.idle_seconds - 1.0 + time.monotonic() - self.catalog.listed_at)
 
     def fence(self) -> None:
         """Claim the next writer epoch by rewriting CURRENT with If-Match.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,7 @@ class Catalog:
         # How long before the LIST (by the store's clock: CURRENT's LastModified against
         # the newest other object's) anything was last uploaded; 0 when unknown.
         self.idle_seconds = 0.0
+        self.listed_at = time.monotonic()  # when that LIST ran, on this process's clock
 
     @classmethod
     def load(cls, store: ObjectStore) -> "Catalog":
@@ -68,6 +70,7 @@ class Catalog:
         epochs' objects of the same name (left by a crashed or fenced writer) are
         never read and are only remembered as garbage."""
         catalog = cls()
+        catalog.listed_at = time.monotonic()
         versions: dict[tuple[str, int], FileRecord] = {}
         current_time, newest = None, None
         for info in store.list(""):

@@ -158,6 +158,19 @@ class LocalDirStore(ObjectStore):
         finally:
             os.close(fd)
 
+    def _unlink_version(self, path: str, etag: str) -> None:
+        """Remove the object at path (whose current version is etag) and its metadata; lock held."""
+        os.unlink(path)
+        self._drop_meta(etag)
+
+    def _settle_dir(self, directory: str) -> None:
+        """After removals in directory: drop it (and parents) if empty, and make the
+        removal durable by syncing the nearest directory that remains."""
+        self._prune_empty_dirs(directory)
+        while not os.path.isdir(directory):
+            directory = os.path.dirname(directory)
+        self._fsync_dir(directory)
+
     def _prune_empty_dirs(self, directory: str) -> None:
         while directory != self.root and directory.startswith(self.root + os.sep):
             try:
@@ -266,13 +279,8 @@ class LocalDirStore(ObjectStore):
                     raise PreconditionFailed(f"delete {key!r}: object {what}", operation="delete", key=key)
                 if old is None:
                     return
-                os.unlink(path)
-                self._drop_meta(old)
-                parent = os.path.dirname(path)
-                self._prune_empty_dirs(parent)
-                while not os.path.isdir(parent):
-                    parent = os.path.dirname(parent)
-                self._fsync_dir(parent)
+                self._unlink_version(path, old)
+                self._settle_dir(os.path.dirname(path))
         except StoreError:
             raise  # ours (levels3 errors are OSErrors too, as plyvel's IOError is)
         except OSError as exc:
@@ -288,16 +296,11 @@ class LocalDirStore(ObjectStore):
             with self._locked():
                 for path in paths:
                     old = self._current_etag(path)
-                    if old is None:
-                        continue
-                    os.unlink(path)
-                    self._drop_meta(old)
-                    parents.add(os.path.dirname(path))
-                for parent in sorted(parents, reverse=True):
-                    self._prune_empty_dirs(parent)
-                    while not os.path.isdir(parent):
-                        parent = os.path.dirname(parent)
-                    self._fsync_dir(parent)
+                    if old is not None:
+                        self._unlink_version(path, old)
+                        parents.add(os.path.dirname(path))
+                for parent in sorted(parents, reverse=True):  # deepest first, so pruning climbs once
+                    self._settle_dir(parent)
         except StoreError:
             raise
         except OSError as exc:
