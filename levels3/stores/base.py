@@ -36,6 +36,11 @@ class ObjectStore(abc.ABC):
     #: Human-readable location, e.g. ``s3://bucket/prefix``; never holds secrets.
     url: str
 
+    #: Whether a request that failed may still have taken effect (a response lost in
+    #: transit).  RetryingStore then tags conditional PUTs with a token, so that a
+    #: retry refused by its own earlier attempt is recognised as a success.
+    ambiguous_failures: bool = True
+
     @abc.abstractmethod
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         """Return bytes [start, end) of the object (end=None: to its end)."""

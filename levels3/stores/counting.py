@@ -35,6 +35,7 @@ class CountingStore(ObjectStore):
     def __init__(self, inner: ObjectStore, *, reservoir: int = 1024) -> None:
         self.inner = inner
         self.url = inner.url
+        self.ambiguous_failures = inner.ambiguous_failures
         self._reservoir = reservoir
         self._lock = threading.Lock()
         self.reset()

@@ -56,6 +56,11 @@ class LocalDirStore(ObjectStore):
     (S3 allows ``a`` and ``a/b`` side by side); such a put fails with StoreError.
     """
 
+    # Its only transient failure (the update lock's wait running out) comes before
+    # anything changed, so a retry never races its own earlier attempt: conditional
+    # PUTs need no token, which here would cost a metadata file per object.
+    ambiguous_failures = False
+
     def __init__(self, root: str | os.PathLike[str], *, create: bool, lock_wait: float = 10.0) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.lock_wait = lock_wait

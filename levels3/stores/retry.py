@@ -79,9 +79,10 @@ def is_transient(exc: BaseException) -> bool:
 class RetryingStore(ObjectStore):
     """Retries transient failures of ``inner`` with exponential backoff and full jitter.
 
-    Conditional writes are made safe to retry: each carries a unique token in its
-    user metadata, so a retry refused with PreconditionFailed after an attempt that
-    may have landed can check whether the winner is in fact our own earlier attempt.
+    Conditional writes are made safe to retry: where a failed attempt may have landed
+    (``inner.ambiguous_failures``), each carries a unique token in its user metadata,
+    so a retry refused with PreconditionFailed can check whether the winner is in fact
+    our own earlier attempt.
     """
 
     def __init__(
@@ -163,6 +164,11 @@ class RetryingStore(ObjectStore):
         if not if_none_match and if_match is None:
             # Unconditional PUT is idempotent: repeating it is always safe.
             return self._call("put", key, lambda: self.inner.put(key, data, metadata=metadata))
+        if not self.inner.ambiguous_failures:
+            # A refused retry can only mean someone else's object: no token needed.
+            return self._call(
+                "put", key, lambda: self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=metadata)
+            )
 
         token = uuid.uuid4().hex
         tagged = dict(metadata or {})
