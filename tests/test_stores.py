@@ -106,6 +106,29 @@ def test_delete_many_is_one_request_and_ignores_missing_keys(store: ObjectStore)
     counting.delete_many([])
 
 
+def test_local_delete_many_lets_puts_through_while_it_removes(tmp_path, monkeypatch) -> None:
+    """The reaper's batches of hundreds of deletes once held the update lock throughout, stalling every
+    WAL upload behind them; now the files go without it."""
+    store = LocalDirStore(tmp_path, create=True, lock_wait=0.2)
+    for i in range(3):
+        store.put(f"old/{i}", b"x")
+    landed: list[str] = []
+    unlink = LocalDirStore._unlink_version
+
+    def unlink_then_put(self, path, etag):
+        unlink(self, path, etag)
+        if not landed:  # midway through the batch, another thread's conditional put must not wait
+            worker = threading.Thread(target=lambda: landed.append(store.put("new", b"y", if_none_match=True)))
+            worker.start()
+            worker.join()
+
+    monkeypatch.setattr(LocalDirStore, "_unlink_version", unlink_then_put)
+    store.delete_many([f"old/{i}" for i in range(3)])
+    assert landed and store.get("new") == b"y"
+    assert [o.key for o in store.list()] == ["new"]
+    assert not os.path.exists(tmp_path / "old")  # the emptied directory was pruned
+
+
 def test_missing_key_is_object_not_found(store: ObjectStore) -> None:
     with pytest.raises(ObjectNotFound) as info:
         store.get("nope")

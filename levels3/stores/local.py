@@ -164,8 +164,11 @@ class LocalDirStore(ObjectStore):
             os.close(fd)
 
     def _unlink_version(self, path: str, etag: str) -> None:
-        """Remove the object at path (whose current version is etag) and its metadata; lock held."""
-        os.unlink(path)
+        """Remove the object at path (whose current version is etag) and its metadata."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass  # an unlocked delete_many took it first: gone either way
         self._drop_meta(etag)
 
     def _settle_dir(self, directory: str) -> None:
@@ -293,19 +296,22 @@ class LocalDirStore(ObjectStore):
         log.debug("delete %r", key)
 
     def delete_many(self, keys: Sequence[str]) -> None:
-        """One lock and one directory fsync per directory for the whole batch, as
-        one DeleteObjects request is one round trip."""
-        paths = [self._path(key) for key in keys]
+        """Like one DeleteObjects request: the files go without the update lock (an
+        unconditional delete racing a put is a valid order either way), so a large
+        batch never stalls a put; then one short hold prunes the emptied
+        directories and makes the removals durable, one fsync per directory."""
+        paths = [self._path(key) for key in keys]  # every key validated before any is removed
         parents: set[str] = set()
         try:
-            with self._locked():
-                for path in paths:
-                    old = self._current_etag(path)
-                    if old is not None:
-                        self._unlink_version(path, old)
-                        parents.add(os.path.dirname(path))
-                for parent in sorted(parents, reverse=True):  # deepest first, so pruning climbs once
-                    self._settle_dir(parent)
+            for path in paths:
+                old = self._current_etag(path)
+                if old is not None:
+                    self._unlink_version(path, old)
+                    parents.add(os.path.dirname(path))
+            if parents:
+                with self._locked():  # pruning must not remove a directory a put is linking into
+                    for parent in sorted(parents, reverse=True):  # deepest first, so pruning climbs once
+                        self._settle_dir(parent)
         except StoreError:
             raise
         except OSError as exc:
