@@ -362,6 +362,38 @@ def test_concurrent_synced_writes_share_uploads_and_each_is_durable_on_return(tm
     assert puts <= 320 / 6
 
 
+def test_synced_batches_too_big_to_share_a_group_are_each_written_once(tmp_path):
+    """Groups stop at 1 MiB: 0.7 MiB batches from 4 threads go one per group, and every writer still
+    returns with its own batch durable (the queue hands leadership on instead of dropping anyone)."""
+    watches: list[_WalWatch] = []
+    db = levels3.DB(str(tmp_path / "db"), create_if_missing=True,
+                    wrap_store=lambda s: watches.append(_WalWatch(s, delay=0.01)) or watches[0])
+    errors: list[BaseException] = []
+
+    def writer(t: int) -> None:
+        try:
+            for i in range(4):
+                with db.write_batch(sync=True) as batch:
+                    batch.put(b"big-%d-%d" % (t, i), bytes([t * 4 + i]) * (700 << 10))
+                assert db.get(b"big-%d-%d" % (t, i)) is not None
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not any(th.is_alive() for th in threads) and errors == []
+    assert watches[0].wal_puts >= 16  # no two 0.7 MiB batches shared an upload
+    db.close()
+    reopened = levels3.DB(str(tmp_path / "db"))
+    for t in range(4):
+        for i in range(4):
+            assert reopened.get(b"big-%d-%d" % (t, i)) == bytes([t * 4 + i]) * (700 << 10)
+    reopened.close()
+
+
 def test_a_synced_write_is_invisible_until_durable(tmp_path):
     """As in LevelDB: a reader never sees a synced write whose upload has not landed."""
     watches: list[_WalWatch] = []
