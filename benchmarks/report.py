@@ -44,7 +44,7 @@ close. "LevelDB wrote" = Write(MB) of `leveldb.stats` (memtable flushes + compac
 (`lease_puts`: one per lease_renewal, 10 s, whatever the load). SlateDB has no disk cache by default, so any
 new handle is cold; its requests come from its metrics recorder (slatedb.object_store.request_count). Open
 with an empty cache: the fillrandom database right after its writer closed (one LIST page per 1,000 objects,
-merged-away WAL segments still in their 30 s grace included), then one get. Peak RSS: VmHWM of the column's
+any garbage the writer had not deleted yet included), then one get. Peak RSS: VmHWM of the column's
 process."""
 
 
