@@ -43,7 +43,9 @@ class S3Options:
     client: Any = None  # a ready boto3 S3 client (takes precedence over the fields above)
     session: Any = None  # a boto3 Session to build the client from
     # Wraps the bare store before levels3 adds its own layers: for custom
-    # metrics, or (as the tests do) a levels3.stores.FaultInjectingStore.
+    # metrics, or (as the tests do) a levels3.stores.FaultInjectingStore. A
+    # wrapper whose failed requests may still have landed must keep
+    # ambiguous_failures True (ObjectStore's default).
     wrap_store: Any = None
 
     def __post_init__(self) -> None:

@@ -106,27 +106,58 @@ def test_delete_many_is_one_request_and_ignores_missing_keys(store: ObjectStore)
     counting.delete_many([])
 
 
-def test_local_delete_many_lets_puts_through_while_it_removes(tmp_path, monkeypatch) -> None:
-    """The reaper's batches of hundreds of deletes once held the update lock throughout, stalling every
-    WAL upload behind them; now the files go without it."""
+def test_local_delete_many_frees_space_after_releasing_the_lock(tmp_path, monkeypatch) -> None:
+    """The reaper's batches of hundreds of deletes once unlinked every file under the update lock (about
+    0.5 ms a file here), stalling every WAL upload behind them; freeing the space now comes after it."""
     store = LocalDirStore(tmp_path, create=True, lock_wait=0.2)
     for i in range(3):
         store.put(f"old/{i}", b"x")
     landed: list[str] = []
-    unlink = LocalDirStore._unlink_version
+    free = LocalDirStore._free
 
-    def unlink_then_put(self, path, etag):
-        unlink(self, path, etag)
-        if not landed:  # midway through the batch, another thread's conditional put must not wait
-            worker = threading.Thread(target=lambda: landed.append(store.put("new", b"y", if_none_match=True)))
-            worker.start()
-            worker.join()
+    def put_then_free(self, removed):
+        worker = threading.Thread(target=lambda: landed.append(store.put("new", b"y", if_none_match=True)))
+        worker.start()
+        worker.join()  # a put while the batch is still freeing must not wait for it
+        free(self, removed)
 
-    monkeypatch.setattr(LocalDirStore, "_unlink_version", unlink_then_put)
+    monkeypatch.setattr(LocalDirStore, "_free", put_then_free)
     store.delete_many([f"old/{i}" for i in range(3)])
     assert landed and store.get("new") == b"y"
     assert [o.key for o in store.list()] == ["new"]
     assert not os.path.exists(tmp_path / "old")  # the emptied directory was pruned
+    assert [f for f in os.listdir(tmp_path / ".levels3-tmp") if f.endswith(".deleted")] == []
+
+
+def test_local_delete_many_waits_for_a_conditional_put_in_progress(tmp_path, monkeypatch) -> None:
+    """A put(if_match) checks and replaces under the lock; a delete in between would let it succeed on an
+    object that was already gone, which no order of the two requests explains."""
+    store = LocalDirStore(tmp_path, create=True, lock_wait=0.1)
+    first = store.put("k", b"1")
+    outcome: list[BaseException | None] = []
+    untouched: list[bool] = []
+    replace = os.replace
+
+    def delete_between_check_and_replace(src, dst):
+        def delete() -> None:
+            try:
+                store.delete_many(["k"])
+                outcome.append(None)
+            except StoreError as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=delete)
+        worker.start()
+        worker.join()
+        untouched.append(os.path.exists(dst))  # the version the put checked is still the current one
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", delete_between_check_and_replace)
+    store.put("k", b"2", if_match=first)
+    monkeypatch.setattr(os, "replace", replace)
+    assert untouched == [True]
+    assert isinstance(outcome[0], StoreError) and outcome[0].transient  # it waited for the lock, then gave up
+    assert store.get("k") == b"2"
 
 
 def test_missing_key_is_object_not_found(store: ObjectStore) -> None:

@@ -35,7 +35,7 @@ class CountingStore(ObjectStore):
     def __init__(self, inner: ObjectStore, *, reservoir: int = 1024) -> None:
         self.inner = inner
         self.url = inner.url
-        self.ambiguous_failures = inner.ambiguous_failures
+        self.ambiguous_failures = getattr(inner, "ambiguous_failures", True)  # a duck-typed wrapper: assume so
         self._reservoir = reservoir
         self._lock = threading.Lock()
         self.reset()

@@ -106,7 +106,7 @@ class LocalDirStore(ObjectStore):
                         error.transient = True  # type: ignore[attr-defined]
                         raise error from None
                     time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
+                    delay = min(delay * 2, 0.005)  # a batch delete holds it ~0.1 ms a key: do not oversleep it
             yield
         finally:
             os.close(fd)
@@ -164,11 +164,8 @@ class LocalDirStore(ObjectStore):
             os.close(fd)
 
     def _unlink_version(self, path: str, etag: str) -> None:
-        """Remove the object at path (whose current version is etag) and its metadata."""
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass  # an unlocked delete_many took it first: gone either way
+        """Remove the object at path (whose current version is etag) and its metadata; lock held."""
+        os.unlink(path)
         self._drop_meta(etag)
 
     def _settle_dir(self, directory: str) -> None:
@@ -296,27 +293,39 @@ class LocalDirStore(ObjectStore):
         log.debug("delete %r", key)
 
     def delete_many(self, keys: Sequence[str]) -> None:
-        """Like one DeleteObjects request: the files go without the update lock (an
-        unconditional delete racing a put is a valid order either way), so a large
-        batch never stalls a put; then one short hold prunes the emptied
-        directories and makes the removals durable, one fsync per directory."""
+        """Like one DeleteObjects request: one hold of the update lock renames the
+        objects out of the namespace and syncs each directory once; freeing their
+        blocks, the slow part (about 0.5 ms a file on a VM disk), comes after the
+        lock, so a batch of hundreds never stalls a put for long."""
         paths = [self._path(key) for key in keys]  # every key validated before any is removed
         parents: set[str] = set()
+        removed: list[str] = []
         try:
-            for path in paths:
-                old = self._current_etag(path)
-                if old is not None:
-                    self._unlink_version(path, old)
-                    parents.add(os.path.dirname(path))
-            if parents:
-                with self._locked():  # pruning must not remove a directory a put is linking into
-                    for parent in sorted(parents, reverse=True):  # deepest first, so pruning climbs once
-                        self._settle_dir(parent)
+            with self._locked():
+                for path in paths:
+                    old = self._current_etag(path)
+                    if old is not None:
+                        removed.append(os.path.join(self._tmp, f"{uuid.uuid4().hex}.deleted"))
+                        os.rename(path, removed[-1])
+                        self._drop_meta(old)
+                        parents.add(os.path.dirname(path))
+                for parent in sorted(parents, reverse=True):  # deepest first, so pruning climbs once
+                    self._settle_dir(parent)
         except StoreError:
             raise
         except OSError as exc:
             raise self._fail("delete", keys[0] if keys else "", exc) from exc
+        finally:
+            self._free(removed)
         log.debug("delete %d objects", len(keys))
+
+    def _free(self, removed: list[str]) -> None:
+        """Unlink files already renamed out of the namespace (no lock: nobody else knows them)."""
+        for path in removed:
+            try:
+                os.unlink(path)
+            except OSError as exc:  # only space is lost; the objects are gone either way
+                log.warning("could not free %s: %s", path, exc.strerror or exc)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_key(prefix, prefix=True)
