@@ -432,16 +432,19 @@ cdef int _FOLLOWER_OPEN_ATTEMPTS = 3
 
 
 cdef tuple open_follower_handle(object new_backend, dict config):
-    """A follower generation: (backend, handle). A LIST is no snapshot: when the
-    writer deletes an object between our LIST and our read of it (segments a
-    merge replaced go within seconds), the version we listed is gone; list again."""
+    """A follower generation: (backend, handle). A LIST is no snapshot, so list
+    again when the writer changed the store under it: an object we listed was
+    deleted before we read it (segments a merge replaced go within seconds), or
+    the MANIFEST we read names a table the LIST had already passed (LevelDB's
+    open reports it as missing). Only the last attempt's error is raised."""
     for attempt in range(1, _FOLLOWER_OPEN_ATTEMPTS + 1):
         backend = new_backend()
         try:
             return backend, open_handle(backend, config)
-        except StaleVersionError:
+        except (StaleVersionError, CorruptionError) as exc:
             _close_quietly(backend)
-            if attempt == _FOLLOWER_OPEN_ATTEMPTS or backend.checkpoint is not None:
+            listing_behind = isinstance(exc, StaleVersionError) or "missing files" in str(exc)
+            if not listing_behind or attempt == _FOLLOWER_OPEN_ATTEMPTS or backend.checkpoint is not None:
                 raise
             _leveldb_log.info("%s changed while opening a follower on it; listing again", backend.location.url)
         except BaseException:
