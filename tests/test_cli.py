@@ -311,6 +311,34 @@ def test_info_verify_gc(target: Target) -> None:
         assert len(list(db.iterator(include_value=False))) == 1500
 
 
+def test_gc_keeps_what_a_checkpoint_needs_and_verify_checks_it(local_target: Target) -> None:
+    """gc once deleted the tables and logs only a checkpoint still named: the checkpoint then failed to
+    open (StaleVersionError)."""
+    target = local_target
+    with target.open(create_if_missing=True, deletion_grace=0) as db:
+        for i in range(2000):
+            db.put(b"k%05d" % i, b"old" * 30)
+        db.compact_range()
+        db.checkpoint("before")
+        for i in range(2000):
+            db.put(b"k%05d" % i, b"new" * 30)
+        db.compact_range()
+    removed = json.loads(ok(target.run("gc", "--grace", "0", "--delete", "--json")).stdout)["removed"]
+    assert all(e["kind"] != "table" for e in removed), removed
+    with target.open(checkpoint="before") as snap:
+        assert snap.get(b"k00001") == b"old" * 30 and len(list(snap)) == 2000
+    info = json.loads(ok(target.run("info", "--store-only", "--json")).stdout)
+    assert info["kept_for_checkpoints"] >= 1 and info["objects"]["checkpoint"]["count"] == 1
+    ok(target.run("verify", "--strict"))
+    # An object the checkpoint needs goes missing: verify says which, and gc refuses to delete anything.
+    store = target.raw_store()
+    needed = json.loads(store.get("checkpoints/before.json"))["files"]
+    table = next(rows[0][0] for name, rows in needed.items() if name.endswith(".ldb"))
+    store.delete(table)
+    assert f"missing: {table} (needed by checkpoint 'before')" in fails(target.run("verify")).stdout
+    fails(target.run("gc", "--grace", "0", "--delete"), message="gc removes nothing")
+
+
 def test_verify_finds_corruption_and_missing_tables(local_target: Target) -> None:
     _small_db(local_target)
     info = json.loads(ok(local_target.run("info", "--json", "--store-only")).stdout)

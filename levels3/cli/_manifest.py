@@ -2,8 +2,9 @@
 
 Parses CURRENT and the MANIFEST it names (LevelDB's log format holding
 VersionEdit records) to find the live files, then classifies every object in
-the store: live, orphaned (no live version references it), archived (``lost/``,
-kept by repair), or foreign (a key levels3 does not own).  ``info``, ``verify``
+the store: live, orphaned (no live version references it), kept (no live version
+references it, but a checkpoint does), archived (``lost/``, kept by repair), or
+foreign (a key levels3 does not own).  ``info``, ``verify``
 and ``gc`` share this; none of it writes to the store.
 """
 
@@ -15,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from ..engine.backend import read_checkpoint
 from ..engine.catalog import Catalog
-from ..engine.layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, parse_key
+from ..engine.layout import CHECKPOINT_PREFIX, CURRENT_NAME, LOCK_KEY, FileKind, kind_of, parse_key
+from ..errors import Error
 from ..stores.base import ObjectInfo, ObjectStore
 
 # -- CRC32C (Castagnoli), as LevelDB masks it -----------------------------------
@@ -238,8 +241,8 @@ def object_times(store: ObjectStore) -> dict[str, float]:
 class Entry:
     key: str
     size: int
-    kind: str  # table, wal, manifest, current, lock, archived, foreign
-    status: str = "live"  # live, orphan, archived, foreign, unknown
+    kind: str  # table, wal, manifest, current, lock, checkpoint, archived, foreign
+    status: str = "live"  # live, orphan, kept (for a checkpoint), archived, foreign, unknown
     reason: str = ""
     mtime: float | None = None
 
@@ -258,6 +261,7 @@ KIND_LABELS = {
     "manifest": "MANIFEST segments",
     "current": "CURRENT",
     "lock": "LOCK",
+    "checkpoint": "checkpoints",
     "archived": "archived (lost/)",
     "foreign": "other objects",
 }
@@ -285,6 +289,10 @@ class Analysis:
     def orphans(self) -> list[Entry]:
         return [e for e in self.entries if e.status == "orphan"]
 
+    def kept(self) -> list[Entry]:
+        """Objects no live version needs that a checkpoint does."""
+        return [e for e in self.entries if e.status == "kept"]
+
     def foreign(self) -> list[Entry]:
         return [e for e in self.entries if e.status == "foreign"]
 
@@ -302,6 +310,37 @@ class _Listed:
 def analyze(store: ObjectStore, *, times: dict[str, float] | None = None, check_crc: bool = True) -> Analysis:
     """Classify every object under the store's prefix (see the module docstring)."""
     infos = list(store.list(""))
+    analysis = _classify(store, infos, times or {}, check_crc)
+    _keep_for_checkpoints(store, infos, analysis)
+    return analysis
+
+
+def _keep_for_checkpoints(store: ObjectStore, infos: list[ObjectInfo], analysis: Analysis) -> None:
+    """An object no live version needs may still be one a checkpoint needs: never an orphan, then. A
+    checkpoint that cannot be read is damage (gc then removes nothing), not permission to delete."""
+    needed: dict[str, str] = {}
+    for info in infos:
+        if not info.key.startswith(CHECKPOINT_PREFIX):
+            continue
+        name = info.key[len(CHECKPOINT_PREFIX):].removesuffix(".json")
+        try:
+            data = read_checkpoint(store, name)
+        except Error as exc:
+            analysis.problems.append(f"checkpoint {name!r} cannot be read: {exc}")
+            continue
+        for rows in data["files"].values():
+            for row in rows:
+                needed.setdefault(str(row[0]), name)
+    listed = {info.key for info in infos}
+    for key, name in sorted(needed.items()):
+        if key not in listed:
+            analysis.problems.append(f"missing: {key} (needed by checkpoint {name!r})")
+    for e in analysis.entries:
+        if e.status == "orphan" and e.key in needed:
+            e.status, e.reason = "kept", f"not live, but checkpoint {needed[e.key]!r} needs it"
+
+
+def _classify(store: ObjectStore, infos: list[ObjectInfo], times: dict[str, float], check_crc: bool) -> Analysis:
     times = times or {}
     catalog = Catalog.load(_Listed(infos))  # type: ignore[arg-type]
     garbage = {o.key for o in catalog.garbage}
@@ -310,6 +349,8 @@ def analyze(store: ObjectStore, *, times: dict[str, float] | None = None, check_
         parsed = parse_key(info.key)
         if info.key == LOCK_KEY:
             kind = "lock"
+        elif info.key.startswith(CHECKPOINT_PREFIX):
+            kind = "checkpoint"
         elif parsed is None:
             kind = "foreign"
         elif parsed.name == CURRENT_NAME:
@@ -320,6 +361,8 @@ def analyze(store: ObjectStore, *, times: dict[str, float] | None = None, check_
         entry = Entry(info.key, info.size, kind, mtime=times.get(info.key))
         if kind == "foreign":
             entry.status, entry.reason = "foreign", "not a levels3 object name; never touched"
+        elif kind == "checkpoint":
+            entry.reason = "a named state of the database (db.checkpoint)"
         elif info.key in garbage:
             record = catalog.get(parsed.name)  # type: ignore[union-attr]
             if record is not None and record.epoch > parsed.epoch:  # type: ignore[union-attr]

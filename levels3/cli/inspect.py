@@ -35,7 +35,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                     "objects: present but not live), then open the database with paranoid checks and read every "
                     "entry with checksum verification. Exit 1 when anything is missing, mismatched or corrupt. "
                     "Orphans (superseded or uncommitted objects a crashed or closing writer left, which gc "
-                    "removes) are listed; with --strict they fail the check too. Opening takes the writer lock "
+                    "removes) are listed; with --strict they fail the check too. Every object a checkpoint "
+                    "names must exist too. Opening takes the writer lock "
                     "(and, like any open, LevelDB removes obsolete files it knows of).")
     p.add_argument("url", metavar="URL")
     p.add_argument("--strict", action="store_true", help="orphaned objects fail the check too")
@@ -46,6 +47,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         "gc", parents=[parent], help="remove orphaned objects (dry run unless --delete)",
         description="Find objects no live version references (tables not in the current version, logs and "
                     "manifests no longer in use, segments after a gap) that are older than the grace period. "
+                    "Objects a checkpoint needs are kept. "
                     "Lists them by default (--dry-run); --delete removes them. Takes the writer lock; refuses "
                     "to delete anything when a live object is missing (a damaged database may need them).")
     p.add_argument("url", metavar="URL")
@@ -153,6 +155,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "manifest": analysis.manifest.to_json() if analysis.manifest else None,
         "problems": analysis.problems,
         "orphans": len(analysis.orphans()),
+        "kept_for_checkpoints": len(analysis.kept()),
         "lock": lock,
         "properties": None,
         "stats": None,
@@ -183,6 +186,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         out += _manifest_lines(analysis)
         if analysis.orphans():
             out.append(f"orphans   {len(analysis.orphans())} objects no live version references (levels3 gc)")
+        if analysis.kept():
+            out.append(f"kept      {len(analysis.kept())} objects only checkpoints need (gc leaves them)")
         for problem in analysis.problems:
             out.append(f"problem   {problem}")
         lock_lines = _lock_lines(lock)
