@@ -129,6 +129,18 @@ def test_local_delete_many_frees_space_after_releasing_the_lock(tmp_path, monkey
     assert [f for f in os.listdir(tmp_path / ".levels3-tmp") if f.endswith(".deleted")] == []
 
 
+def test_local_store_frees_what_a_crashed_delete_many_left(tmp_path, monkeypatch) -> None:
+    store = LocalDirStore(tmp_path, create=True)
+    store.put("old/0", b"x" * 1000)
+    monkeypatch.setattr(LocalDirStore, "_free", lambda self, removed: None)  # the process dies before freeing
+    store.delete_many(["old/0"])
+    assert [f for f in os.listdir(tmp_path / ".levels3-tmp") if f.endswith(".deleted")] != []
+    monkeypatch.undo()
+    LocalDirStore(tmp_path, create=False)
+    assert [f for f in os.listdir(tmp_path / ".levels3-tmp") if f.endswith(".deleted")] == []
+    assert list(store.list()) == []
+
+
 def test_local_delete_many_waits_for_a_conditional_put_in_progress(tmp_path, monkeypatch) -> None:
     """A put(if_match) checks and replaces under the lock; a delete in between would let it succeed on an
     object that was already gone, which no order of the two requests explains."""

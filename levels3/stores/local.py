@@ -23,6 +23,7 @@ from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, Sto
 from .base import ObjectInfo, ObjectStore
 
 TMP_DIR = ".levels3-tmp"
+DELETED_SUFFIX = ".deleted"  # objects delete_many has renamed out of the namespace, not yet freed
 log = logging.getLogger("levels3.store")
 
 
@@ -75,6 +76,8 @@ class LocalDirStore(ObjectStore):
         self._meta = os.path.join(self._tmp, "meta")
         os.makedirs(self._meta, exist_ok=True)
         self._lock_path = os.path.join(self._tmp, "cas.lock")
+        # What a delete_many renamed away but a crash kept it from freeing: nobody's object any more.
+        self._free([e.path for e in os.scandir(self._tmp) if e.name.endswith(DELETED_SUFFIX)])
 
     def __repr__(self) -> str:
         return f"LocalDirStore({self.root!r})"
@@ -305,7 +308,7 @@ class LocalDirStore(ObjectStore):
                 for path in paths:
                     old = self._current_etag(path)
                     if old is not None:
-                        removed.append(os.path.join(self._tmp, f"{uuid.uuid4().hex}.deleted"))
+                        removed.append(os.path.join(self._tmp, uuid.uuid4().hex + DELETED_SUFFIX))
                         os.rename(path, removed[-1])
                         self._drop_meta(old)
                         parents.add(os.path.dirname(path))
@@ -324,6 +327,8 @@ class LocalDirStore(ObjectStore):
         for path in removed:
             try:
                 os.unlink(path)
+            except FileNotFoundError:
+                pass  # another process opening the store swept it
             except OSError as exc:  # only space is lost; the objects are gone either way
                 log.warning("could not free %s: %s", path, exc.strerror or exc)
 
