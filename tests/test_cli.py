@@ -23,7 +23,8 @@ from levels3.stores import LocalDirStore, ObjectStore, S3Store
 from .conftest import REGION
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUBCOMMANDS = ("get", "put", "delete", "scan", "info", "import", "export", "verify", "gc", "lock", "bench")
+SUBCOMMANDS = ("get", "put", "delete", "scan", "info", "import", "export", "verify", "gc", "lock", "bench",
+               "checkpoint", "checkpoints", "restore")
 
 
 def cli(*args: str, cwd: str = REPO, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -337,6 +338,35 @@ def test_gc_keeps_what_a_checkpoint_needs_and_verify_checks_it(local_target: Tar
     store.delete(table)
     assert f"missing: {table} (needed by checkpoint 'before')" in fails(target.run("verify")).stdout
     fails(target.run("gc", "--grace", "0", "--delete"), message="gc removes nothing")
+
+
+def test_checkpoint_list_restore_and_delete(target: Target, tmp_path) -> None:
+    with target.open(create_if_missing=True) as db:
+        for i in range(500):
+            db.put(b"k%03d" % i, b"before")
+    made = json.loads(ok(target.run("checkpoint", "nightly", "--json")).stdout)
+    assert made["name"] == "nightly" and made["objects"] >= 1 and made["bytes"] > 0
+    fails(target.run("checkpoint", "bad name"), code=2, message="checkpoint name")
+    fails(target.run("checkpoint", "nightly"), message="already exists")
+    with target.open() as db:
+        db.put(b"k000", b"after")
+    listed = json.loads(ok(target.run("checkpoints", "--json")).stdout)["checkpoints"]
+    assert [c["name"] for c in listed] == ["nightly"] and listed[0]["objects"] == made["objects"]
+    assert ok(target.run("checkpoints")).stdout.startswith("nightly\t")
+
+    copy = str(tmp_path / "copy")
+    restored = ok(cli("restore", target.url, "nightly", copy, *target.args))
+    assert restored.stdout.startswith("restored checkpoint 'nightly' into file://")
+    with levels3.DB(copy) as db:  # writable, independent, with the checkpoint's data
+        assert db.get(b"k000") == b"before" and len(list(db)) == 500
+        db.put(b"new", b"1")
+    fails(cli("restore", target.url, "nightly", copy, *target.args), message="already holds a database")
+    fails(cli("restore", target.url, "never-made", str(tmp_path / "other"), *target.args),
+          message="no checkpoint named 'never-made'")
+
+    ok(target.run("checkpoints", "--delete", "nightly"))
+    assert json.loads(ok(target.run("checkpoints", "--json")).stdout)["checkpoints"] == []
+    fails(target.run("checkpoints", "--delete", "nightly"), message="no checkpoint named")
 
 
 def test_verify_finds_corruption_and_missing_tables(local_target: Target) -> None:

@@ -25,6 +25,7 @@ examples:
   levels3 import ./plyvel-dir s3://bucket/db --endpoint-url http://localhost:9000 --path-style
   levels3 info s3://bucket/db --json
   levels3 gc s3://bucket/db --grace 86400 --delete
+  levels3 checkpoint s3://bucket/db nightly && levels3 restore s3://bucket/db nightly s3://bucket/db-copy
 """
 
 
@@ -37,12 +38,13 @@ def _common_parent() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, data, inspect, transfer
+    from . import bench, checkpoints, data, inspect, transfer
 
     parser = argparse.ArgumentParser(
         prog="levels3",
         description="levels3: LevelDB with its data in S3-compatible object storage. Read and write keys, "
-                    "inspect, verify and clean a database, and move plain LevelDB directories in and out.",
+                    "inspect, verify and clean a database, move plain LevelDB directories in and out, and make databases "
+                    "from checkpoints.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub, parent)
     inspect.register(sub, parent)
     transfer.register(sub, parent)
+    checkpoints.register(sub, parent)
     bench.register(sub, parent)
     return parser
 
