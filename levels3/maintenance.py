@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import _native
-from .engine.backend import Backend, build_store, read_checkpoint, resolve_options
+from .engine.backend import Backend, build_store, resolve_options
+from .engine.checkpoints import needed_keys, read_checkpoint
 from .engine.layout import CURRENT_NAME, EPOCH_METADATA
-from .errors import Error, ObjectNotFound
+from .errors import Error
 from .options import S3Options, parse_location
 
 _DEFAULT_CONFIG = dict(
@@ -53,25 +54,31 @@ def restore(source: Any, checkpoint: str, target: Any, *, options: S3Options | N
     Copies the objects the checkpoint needs (and nothing else), then writes
     CURRENT last: until then the target is not a database. ``target`` may be
     another prefix of the same bucket, another bucket or a local directory; it
-    must not hold a database already.
+    must be empty, or hold only what an interrupted restore of this checkpoint
+    left (the restore then resumes).
     """
     opts = resolve_options(options, store_options)
-    src_store, _ = build_store(parse_location(source), opts, create=False)
     dst_location = parse_location(target)
-    dst_store, _ = build_store(dst_location, opts, create=True)
+    src_store, _ = build_store(parse_location(source), opts, create=False)
     try:
-        data = read_checkpoint(src_store, checkpoint)
+        data = read_checkpoint(src_store, checkpoint)  # before the target is touched (or created)
+        needed = needed_keys(data)
+        dst_store, _ = build_store(dst_location, opts, create=True)
         try:
-            dst_store.head(CURRENT_NAME)
-        except ObjectNotFound:
-            pass
-        else:
-            raise Error(f"{dst_location.url} already holds a database; restore needs an empty target")
-        for rows in data["files"].values():
-            for key, *_rest in rows:
+            # Only an earlier, interrupted restore of this same checkpoint may have left objects there:
+            # anything else (another database, another checkpoint's segments) would be read as part of it.
+            present = {info.key for info in dst_store.list("")}
+            if CURRENT_NAME in present:
+                raise Error(f"{dst_location.url} already holds a database; restore needs an empty target")
+            foreign = sorted(present - set(needed))
+            if foreign:
+                raise Error(f"{dst_location.url} is not empty ({len(foreign)} objects this checkpoint does not "
+                            f"name, e.g. {foreign[0]!r}); restore needs an empty target")
+            for key in needed:
                 dst_store.put(key, src_store.get(key))
-        dst_store.put(CURRENT_NAME, data["current"].encode(), if_none_match=True,
-                      metadata={EPOCH_METADATA: str(data["epoch"])})
+            dst_store.put(CURRENT_NAME, data["current"].encode(), if_none_match=True,
+                          metadata={EPOCH_METADATA: str(data["epoch"])})
+        finally:
+            dst_store.close()
     finally:
         src_store.close()
-        dst_store.close()

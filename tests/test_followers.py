@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -141,6 +142,86 @@ def test_checkpoint_keeps_its_data(db_location, tmp_path):
         db.put(b"after-restore", b"1", sync=True)
     with restored.open() as db:
         assert db.get(b"after-restore") == b"1"
+
+
+def _checkpointed_then_compacted(url: str) -> dict[bytes, bytes]:
+    """A database whose checkpoint "c1" alone needs its first tables; returns c1's contents."""
+    with levels3.DB(url, create_if_missing=True, deletion_grace=0) as writer:
+        for i in range(2000):
+            writer.put(b"k%05d" % i, b"old" * 30)
+        writer.compact_range()
+        writer.checkpoint("c1")
+        expected = dict(writer)
+        for i in range(2000):
+            writer.put(b"k%05d" % i, b"new" * 30)
+        writer.compact_range()
+    return expected
+
+
+def test_an_unreadable_checkpoint_makes_the_writer_delete_nothing(tmp_path):
+    """A writer that cannot read a checkpoint cannot know what it needs: it used to skip it (and delete its
+    objects); now it deletes nothing that session. The checkpoint works again once its JSON is back."""
+    url = str(tmp_path / "db")
+    expected = _checkpointed_then_compacted(url)
+    store = LocalDirStore(url, create=False)
+    body = store.get("checkpoints/c1.json")
+    before = {o.key for o in store.list()}
+    for broken in (body[:40], b"[]", b'{"version": 1, "files": {"000005.ldb": [[5]]}}'):
+        store.put("checkpoints/c1.json", broken)
+        with levels3.DB(url, deletion_grace=0) as writer:  # opens anyway: the data it needs is there
+            for i in range(2000):
+                writer.put(b"k%05d" % i, b"newer" * 20)
+            writer.compact_range()
+        assert before <= {o.key for o in store.list()}  # nothing was deleted
+    store.put("checkpoints/c1.json", body)
+    with levels3.DB(url, checkpoint="c1", cache_dir=str(tmp_path / "cp")) as snapshot:
+        assert dict(snapshot) == expected
+
+
+def test_odd_keys_under_checkpoints_are_not_checkpoints(tmp_path):
+    url = str(tmp_path / "db")
+    expected = _checkpointed_then_compacted(url)
+    store = LocalDirStore(url, create=False)
+    for key in ("checkpoints/README.txt", "checkpoints/sub/x.json", "checkpoints/bad name.json"):
+        store.put(key, b"not a checkpoint")
+    before = {o.key for o in store.list()}
+    with levels3.DB(url, deletion_grace=0) as writer:
+        for i in range(2000):
+            writer.put(b"k%05d" % i, b"newer" * 20)
+        writer.compact_range()
+    after = {o.key for o in store.list()}
+    assert before - after  # deletion went on (no hold for keys that are not checkpoints), sparing c1
+    assert {"checkpoints/README.txt", "checkpoints/sub/x.json", "checkpoints/bad name.json"} <= after
+    with levels3.DB(url, checkpoint="c1", cache_dir=str(tmp_path / "cp")) as snapshot:
+        assert dict(snapshot) == expected
+
+
+def test_repair_spares_what_a_checkpoint_needs(tmp_path):
+    url = str(tmp_path / "db")
+    expected = _checkpointed_then_compacted(url)
+    levels3.repair_db(url)
+    with levels3.DB(url, checkpoint="c1", cache_dir=str(tmp_path / "cp")) as snapshot:
+        assert dict(snapshot) == expected
+
+
+def test_restore_refuses_a_target_holding_other_objects_and_resumes_its_own(tmp_path):
+    url, target = str(tmp_path / "db"), str(tmp_path / "copy")
+    with levels3.DB(url, create_if_missing=True) as writer:
+        writer.put(b"a", b"1")
+        writer.checkpoint("early")
+        writer.put(b"b", b"2")
+        writer.checkpoint("late")
+    # A restore of "late" interrupted before its CURRENT: its objects are not all "early"'s.
+    levels3.restore(url, "late", target)
+    LocalDirStore(target, create=False).delete("CURRENT")
+    with pytest.raises(levels3.Error, match="not empty"):
+        levels3.restore(url, "early", target)
+    levels3.restore(url, "late", target)  # the same checkpoint again: it resumes
+    with levels3.DB(target) as db:
+        assert dict(db) == {b"a": b"1", b"b": b"2"}
+    with pytest.raises(levels3.Error, match="no checkpoint"):
+        levels3.restore(url, "never", str(tmp_path / "untouched"))
+    assert not os.path.exists(tmp_path / "untouched")
 
 
 def test_refresh_interval_follows_without_calls(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 from typing import Any, Mapping
@@ -34,8 +33,9 @@ from ..stores.counting import CountingStore
 from ..stores.retry import RetryingStore
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
+from .checkpoints import FORMAT_VERSION, checkpoint_key, checkpoint_name, needed_keys, read_checkpoint
 from .reaper import Reaper
-from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key
+from .layout import CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key
 
 log = logging.getLogger("levels3.backend")
 
@@ -47,28 +47,6 @@ MERGE_MAX_BYTES = 4 << 20  # no merge grows past this: bounds the bytes one sync
 # the reaper's next batch deletes them, which keeps what every open and refresh
 # lists down to the last few seconds' syncs.
 MERGED_SEGMENT_GRACE = 0.0
-_CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def checkpoint_key(name: str) -> str:
-    if not isinstance(name, str) or not _CHECKPOINT_NAME.fullmatch(name):
-        raise ConfigurationError(f"checkpoint name must be 1-128 letters, digits, '.', '_' or '-': {name!r}")
-    return f"{CHECKPOINT_PREFIX}{name}.json"
-
-
-def read_checkpoint(store: ObjectStore, name: str) -> dict[str, Any]:
-    key = checkpoint_key(name)
-    try:
-        data = json.loads(store.get(key))
-    except ObjectNotFound:
-        raise Error(f"no checkpoint named {name!r} in {store.url}") from None
-    except ValueError as exc:
-        raise Error(f"checkpoint {name!r} in {store.url} is corrupt: {exc}") from None
-    if data.get("version") != 1:
-        raise Error(f"checkpoint {name!r} has an unknown format version {data.get('version')!r}")
-    return data
-
-
 def resolve_options(options: S3Options | None, overrides: Mapping[str, Any]) -> S3Options:
     """Merge ``options=`` and keyword store options into one S3Options."""
     unknown = set(overrides) - S3Options.field_names()
@@ -214,7 +192,9 @@ class Backend:
                 # A new database: no CURRENT to fence; stay above anything a failed creation left.
                 backend.epoch = backend.catalog.max_epoch + 1
             for key in backend.catalog.checkpoint_keys:
-                backend._protect_checkpoint(key[len(CHECKPOINT_PREFIX):-len(".json")])
+                name = checkpoint_name(key)
+                assert name is not None  # Catalog.load keeps only checkpoint keys
+                backend._protect_checkpoint(name)
             # What earlier writers left: dropped at the latest when the newest object was uploaded.
             backend._retire(backend.catalog.garbage, dropped_ago=backend._time_since_last_upload())
             backend.catalog.garbage = []
@@ -402,10 +382,6 @@ class Backend:
             raise StoreError(f"{name} is {size} bytes, above max_object_size={self.options.max_object_size}",
                              operation="put", key=name)
 
-    def _delete_objects(self, record: FileRecord) -> None:
-        for obj in record.objects:
-            self.store.delete(obj.key)
-
     def _retire(self, objects: list[StoredObject], *, dropped_ago: float = 0.0, grace: float | None = None) -> None:
         self.reaper.retire((o.key for o in objects), dropped_ago=dropped_ago, grace=grace)
 
@@ -413,9 +389,10 @@ class Backend:
         try:
             data = read_checkpoint(self.store, name)
         except Error as exc:
-            log.warning("ignoring checkpoint %r: %s", name, exc)
+            # What it needs is unknown, so nothing may go: garbage waits for a writer that can read it.
+            self.reaper.hold(f"checkpoint {name!r} cannot be read ({exc})")
             return
-        self.reaper.protect(str(row[0]) for rows in data["files"].values() for row in rows)
+        self.reaper.protect(needed_keys(data))
 
     def create_checkpoint(self, name: str) -> None:
         """Record the committed state (CURRENT's content and every object of every
@@ -429,7 +406,7 @@ class Backend:
             self.reaper.protect(o.key for objects in live.values() for o in objects)
         files = {name: [[o.key, o.offset, o.size, o.etag, o.level] for o in objects]
                  for name, objects in live.items()}
-        body = json.dumps({"version": 1, "name": name, "epoch": self.epoch, "created": time.time(),
+        body = json.dumps({"version": FORMAT_VERSION, "name": name, "epoch": self.epoch, "created": time.time(),
                            "current": current, "files": files}, sort_keys=True).encode()
         try:
             self.store.put(key, body, if_none_match=True)
@@ -690,7 +667,7 @@ class Backend:
         etag = self.store.put(key, data)
         self.catalog.put(FileRecord(dst, self.epoch, [StoredObject(key, 0, len(data), etag)]))
         self.catalog.pop(src)
-        self._delete_objects(record)
+        self.reaper.delete_now([o.key for o in record.objects])  # keeps what a checkpoint needs
         self.cache.discard(src)
 
     def list(self, directory: str) -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..stores.base import ObjectStore
+from .checkpoints import checkpoint_name
 from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, parse_key
 
 log = logging.getLogger("levels3.catalog")
@@ -75,7 +76,8 @@ class Catalog:
         current_time, newest = None, None
         for info in store.list(""):
             if info.key.startswith(CHECKPOINT_PREFIX):
-                catalog.checkpoint_keys.append(info.key)
+                if checkpoint_name(info.key) is not None:  # anything else there is not ours: left alone
+                    catalog.checkpoint_keys.append(info.key)
                 continue
             parsed = parse_key(info.key)
             if parsed is None:

@@ -33,6 +33,7 @@ class Reaper:
         self.check_lease = check_lease  # raises once this writer may no longer delete
         self._due: list[tuple[float, str]] = []  # a heap of (monotonic due time, key)
         self._protected: set[str] = set()  # keys a checkpoint needs: never deleted
+        self._held: str | None = None  # why nothing may be deleted this session (an unreadable checkpoint)
         self._cv = threading.Condition()
         self._delete_lock = threading.RLock()  # a batch's protection check and its deletion, vs. protect()
         self._thread: threading.Thread | None = None
@@ -62,6 +63,13 @@ class Reaper:
         with self._delete_lock:
             self._protected.update(keys)
 
+    def hold(self, reason: str) -> None:
+        """Delete nothing from now on: what is retired stays in the store for a later writer (or gc)."""
+        with self._delete_lock:
+            if self._held is None:
+                log.warning("%s: deleting nothing this session: %s", self.store.url, reason)
+            self._held = reason
+
     def reap(self, *, everything: bool = False) -> None:
         """Delete what is due now (or everything retired, for destroy_db)."""
         now = time.monotonic()
@@ -82,6 +90,7 @@ class Reaper:
         """destroy_db: the checkpoints go too."""
         with self._delete_lock:
             self._protected.clear()
+            self._held = None
 
     def stop(self) -> None:
         with self._cv:
@@ -93,6 +102,8 @@ class Reaper:
 
     def _delete(self, keys: list[str]) -> None:
         with self._delete_lock:
+            if self._held is not None:
+                return
             keys = [k for k in keys if k not in self._protected]
             if keys:
                 self.check_lease()  # only the lease holder deletes
