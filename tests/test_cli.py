@@ -364,9 +364,20 @@ def test_checkpoint_list_restore_and_delete(target: Target, tmp_path) -> None:
     fails(cli("restore", target.url, "never-made", str(tmp_path / "other"), *target.args),
           message="no checkpoint named 'never-made'")
 
+    # Other keys under checkpoints/ are not checkpoints; a broken one is listed as such and can be deleted.
+    store = target.raw_store()
+    store.put("checkpoints/README.txt", b"notes")
+    store.put("checkpoints/broken.json", b"[]")
+    listed = json.loads(ok(target.run("checkpoints", "--json")).stdout)["checkpoints"]
+    assert [c["name"] for c in listed] == ["broken", "nightly"] and "corrupt" in listed[0]["error"]
+    assert "problem: checkpoint 'broken' cannot be read" in fails(target.run("verify")).stdout
+    ok(target.run("checkpoints", "--delete", "broken"))
+    ok(target.run("verify"))
+
     ok(target.run("checkpoints", "--delete", "nightly"))
     assert json.loads(ok(target.run("checkpoints", "--json")).stdout)["checkpoints"] == []
     fails(target.run("checkpoints", "--delete", "nightly"), message="no checkpoint named")
+    assert "checkpoints/README.txt" in target.keys()
 
 
 def test_verify_finds_corruption_and_missing_tables(local_target: Target) -> None:

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..engine.backend import read_checkpoint
+from ..engine.checkpoints import checkpoint_name, needed_keys, read_checkpoint
 from ..engine.catalog import Catalog
-from ..engine.layout import CHECKPOINT_PREFIX, CURRENT_NAME, LOCK_KEY, FileKind, kind_of, parse_key
+from ..engine.layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, parse_key
 from ..errors import Error
 from ..stores.base import ObjectInfo, ObjectStore
 
@@ -320,17 +320,16 @@ def _keep_for_checkpoints(store: ObjectStore, infos: list[ObjectInfo], analysis:
     checkpoint that cannot be read is damage (gc then removes nothing), not permission to delete."""
     needed: dict[str, str] = {}
     for info in infos:
-        if not info.key.startswith(CHECKPOINT_PREFIX):
+        name = checkpoint_name(info.key)
+        if name is None:
             continue
-        name = info.key[len(CHECKPOINT_PREFIX):].removesuffix(".json")
         try:
             data = read_checkpoint(store, name)
         except Error as exc:
             analysis.problems.append(f"checkpoint {name!r} cannot be read: {exc}")
             continue
-        for rows in data["files"].values():
-            for row in rows:
-                needed.setdefault(str(row[0]), name)
+        for key in needed_keys(data):
+            needed.setdefault(key, name)
     listed = {info.key for info in infos}
     for key, name in sorted(needed.items()):
         if key not in listed:
@@ -349,7 +348,7 @@ def _classify(store: ObjectStore, infos: list[ObjectInfo], times: dict[str, floa
         parsed = parse_key(info.key)
         if info.key == LOCK_KEY:
             kind = "lock"
-        elif info.key.startswith(CHECKPOINT_PREFIX):
+        elif checkpoint_name(info.key) is not None:
             kind = "checkpoint"
         elif parsed is None:
             kind = "foreign"

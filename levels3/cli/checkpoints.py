@@ -7,9 +7,10 @@ import datetime
 import time
 from typing import Any
 
-from ..engine.backend import checkpoint_key, read_checkpoint
+from ..engine.checkpoints import checkpoint_key, checkpoint_name, read_checkpoint
 from ..engine.layout import CHECKPOINT_PREFIX
-from ..errors import ObjectNotFound
+from ..errors import Error, ObjectNotFound
+from ..stores.base import ObjectStore
 from ._common import CommandError, emit_json, human_bytes, location_of, open_db, open_store, store_kwargs
 
 
@@ -49,11 +50,15 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_restore)
 
 
-def _describe(data: dict[str, Any]) -> dict[str, Any]:
+def _describe(store: ObjectStore, name: str) -> dict[str, Any]:
+    try:
+        data = read_checkpoint(store, name)
+    except Error as exc:  # listed, so that it can be seen and deleted
+        return {"name": name, "error": str(exc)}
     rows = [row for rows in data["files"].values() for row in rows]
     created = datetime.datetime.fromtimestamp(data["created"], datetime.timezone.utc)
-    return {"name": data["name"], "created": created.isoformat(timespec="seconds"), "files": len(data["files"]),
-            "objects": len(rows), "bytes": sum(int(row[2]) for row in rows)}
+    return {"name": name, "created": created.isoformat(timespec="seconds"), "files": len(data["files"]),
+            "objects": len(rows), "bytes": sum(row[2] for row in rows)}
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
@@ -62,7 +67,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         db.checkpoint(args.name)
     _, _, store = open_store(args, args.url)
     try:
-        info = _describe(read_checkpoint(store, args.name))
+        info = _describe(store, args.name)
     finally:
         store.close()
     if args.json:
@@ -85,8 +90,8 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
             store.delete(key)
             if not args.json:
                 print(f"deleted checkpoint {args.delete!r}")
-        names = [info.key[len(CHECKPOINT_PREFIX):].removesuffix(".json") for info in store.list(CHECKPOINT_PREFIX)]
-        found = [_describe(read_checkpoint(store, name)) for name in names]
+        names = [name for info in store.list(CHECKPOINT_PREFIX) if (name := checkpoint_name(info.key)) is not None]
+        found = [_describe(store, name) for name in names]
     finally:
         store.close()
     if args.json:
@@ -95,7 +100,10 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
         if not found:
             print(f"no checkpoints in {location.url}")
         for info in found:
-            print(f"{info['name']}\t{info['created']}\t{info['files']} files\t{human_bytes(info['bytes'])}")
+            if "error" in info:
+                print(f"{info['name']}\tunreadable: {info['error']}")
+            else:
+                print(f"{info['name']}\t{info['created']}\t{info['files']} files\t{human_bytes(info['bytes'])}")
     return 0
 
 
@@ -107,7 +115,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     levels3.restore(args.url, args.name, args.target, **store_kwargs(args))
     _, _, store = open_store(args, args.url)
     try:
-        info = _describe(read_checkpoint(store, args.name))
+        info = _describe(store, args.name)
     finally:
         store.close()
     info.update(target=location_of(args.target).url, seconds=round(time.monotonic() - started, 3))
