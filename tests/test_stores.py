@@ -129,15 +129,20 @@ def test_local_delete_many_frees_space_after_releasing_the_lock(tmp_path, monkey
     assert [f for f in os.listdir(tmp_path / ".levels3-tmp") if f.endswith(".deleted")] == []
 
 
-def test_local_store_frees_what_a_crashed_delete_many_left(tmp_path, monkeypatch) -> None:
+def test_local_store_frees_what_crashed_deletes_and_puts_left(tmp_path, monkeypatch) -> None:
     store = LocalDirStore(tmp_path, create=True)
     store.put("old/0", b"x" * 1000)
     monkeypatch.setattr(LocalDirStore, "_free", lambda self, removed: None)  # the process dies before freeing
     store.delete_many(["old/0"])
     assert [f for f in os.listdir(tmp_path / ".levels3-tmp") if f.endswith(".deleted")] != []
+    stale, fresh = tmp_path / ".levels3-tmp" / "a.tmp", tmp_path / ".levels3-tmp" / "b.tmp"
+    stale.write_bytes(b"a put that crashed")
+    fresh.write_bytes(b"a put still writing")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     monkeypatch.undo()
     LocalDirStore(tmp_path, create=False)
-    assert [f for f in os.listdir(tmp_path / ".levels3-tmp") if f.endswith(".deleted")] == []
+    left = sorted(f for f in os.listdir(tmp_path / ".levels3-tmp") if f.endswith((".deleted", ".tmp")))
+    assert left == ["b.tmp"]
     assert list(store.list()) == []
 
 

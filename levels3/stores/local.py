@@ -24,6 +24,8 @@ from .base import ObjectInfo, ObjectStore
 
 TMP_DIR = ".levels3-tmp"
 DELETED_SUFFIX = ".deleted"  # objects delete_many has renamed out of the namespace, not yet freed
+TEMP_SUFFIX = ".tmp"  # a put's data before it is linked into place
+STALE_TEMP_AGE = 3600.0  # seconds after which a temp file can only be a crashed put's
 log = logging.getLogger("levels3.store")
 
 
@@ -76,11 +78,24 @@ class LocalDirStore(ObjectStore):
         self._meta = os.path.join(self._tmp, "meta")
         os.makedirs(self._meta, exist_ok=True)
         self._lock_path = os.path.join(self._tmp, "cas.lock")
-        # What a delete_many renamed away but a crash kept it from freeing: nobody's object any more.
-        self._free([e.path for e in os.scandir(self._tmp) if e.name.endswith(DELETED_SUFFIX)])
+        self._sweep_tmp()
 
     def __repr__(self) -> str:
         return f"LocalDirStore({self.root!r})"
+
+    def _sweep_tmp(self) -> None:
+        """Free what crashed processes left in the temp directory: objects a delete_many renamed away (nobody's
+        any more), and temp files of puts that stopped over an hour ago (a live put is writing its own)."""
+        stale_before = time.time() - STALE_TEMP_AGE
+        leftovers = []
+        for entry in os.scandir(self._tmp):
+            try:
+                if entry.name.endswith(DELETED_SUFFIX) or (
+                        entry.name.endswith(TEMP_SUFFIX) and entry.stat().st_mtime < stale_before):
+                    leftovers.append(entry.path)
+            except FileNotFoundError:
+                pass
+        self._free(leftovers)
 
     # -- helpers -----------------------------------------------------------
 
@@ -119,7 +134,7 @@ class LocalDirStore(ObjectStore):
 
     def _write_temp(self, data: bytes) -> tuple[str, str]:
         """Write ``data`` durably to a new temp file; return its path and ETag."""
-        tmp = os.path.join(self._tmp, f"{uuid.uuid4().hex}.tmp")
+        tmp = os.path.join(self._tmp, uuid.uuid4().hex + TEMP_SUFFIX)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
@@ -328,7 +343,7 @@ class LocalDirStore(ObjectStore):
             try:
                 os.unlink(path)
             except FileNotFoundError:
-                pass  # another process opening the store swept it
+                pass  # another process opening the store swept it first
             except OSError as exc:  # only space is lost; the objects are gone either way
                 log.warning("could not free %s: %s", path, exc.strerror or exc)
 
