@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import levels3
-from levels3.engine.catalog import Catalog
 from levels3.engine.layout import object_key, parse_key
 from levels3.stores import LocalDirStore
 from levels3.stores.faults import FaultInjectingStore
@@ -321,18 +320,16 @@ def test_a_follower_lists_again_when_a_merge_deletes_what_it_listed(tmp_path):
 
 class _ListingMissesTables(FaultInjectingStore):
     """A LIST that had already passed the tables' keys when the writer created them: the first `misses`
-    listings (counted across the wrappers of every attempt, in `lists`) leave out every table."""
+    listings (counted in `lists`, shared by the wrappers of every open attempt) leave out every table."""
 
-    lists = 0
-
-    def __init__(self, inner, misses: int) -> None:
+    def __init__(self, inner, misses: int, lists: list[int]) -> None:
         super().__init__(inner, rate=0.0)
-        self.misses = misses
+        self.misses, self.lists = misses, lists
 
     def list(self, prefix=""):
-        type(self).lists += 1
+        self.lists.append(1)
         listing = list(super().list(prefix))
-        return iter([o for o in listing if type(self).lists > self.misses or not o.key.endswith(".ldb")])
+        return iter([o for o in listing if len(self.lists) > self.misses or not o.key.endswith(".ldb")])
 
 
 @pytest.mark.parametrize("misses", [1, 3])
@@ -341,23 +338,20 @@ def test_a_follower_lists_again_when_its_listing_missed_a_table(tmp_path, misses
     a CorruptionError ("missing files"). The follower lists again; a table still missing after 3 listings
     really is missing, and that is still a CorruptionError."""
     url = str(tmp_path / "db")
-
-    class Listing(_ListingMissesTables):
-        lists = 0
-
+    lists: list[int] = []
     with levels3.DB(url, create_if_missing=True) as writer:
         for i in range(200):
             writer.put(b"k%03d" % i, b"v" * 100)
         writer.compact_range()  # the data now lives in tables
-        wrap = lambda s: Listing(s, misses)  # noqa: E731
+        wrap = lambda s: _ListingMissesTables(s, misses, lists)  # noqa: E731
         if misses < 3:
             with levels3.DB(url, read_only=True, wrap_store=wrap) as follower:
-                assert Listing.lists == misses + 1
+                assert len(lists) == misses + 1
                 assert follower.get(b"k001") == b"v" * 100 and len(list(follower)) == 200
         else:
             with pytest.raises(levels3.CorruptionError, match="missing files"):
                 levels3.DB(url, read_only=True, wrap_store=wrap)
-            assert Listing.lists == 3
+            assert len(lists) == 3
 
 
 def test_a_failed_refresh_leaves_the_follower_working(tmp_path):

@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="levels3",
         description="levels3: LevelDB with its data in S3-compatible object storage. Read and write keys, "
-                    "inspect, verify and clean a database, move plain LevelDB directories in and out, and make databases "
-                    "from checkpoints.",
+                    "inspect, verify and clean a database, move plain LevelDB directories in and out, and make "
+                    "databases from checkpoints.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -340,7 +340,6 @@ def _keep_for_checkpoints(store: ObjectStore, infos: list[ObjectInfo], analysis:
 
 
 def _classify(store: ObjectStore, infos: list[ObjectInfo], times: dict[str, float], check_crc: bool) -> Analysis:
-    times = times or {}
     catalog = Catalog.load(_Listed(infos))  # type: ignore[arg-type]
     garbage = {o.key for o in catalog.garbage}
     entries: list[Entry] = []

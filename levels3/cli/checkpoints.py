@@ -61,15 +61,19 @@ def _describe(store: ObjectStore, name: str) -> dict[str, Any]:
             "objects": len(rows), "bytes": sum(row[2] for row in rows)}
 
 
+def _describe_at(args: argparse.Namespace, url: str, name: str) -> dict[str, Any]:
+    _, _, store = open_store(args, url)
+    try:
+        return _describe(store, name)
+    finally:
+        store.close()
+
+
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     checkpoint_key(args.name)  # a bad name is a usage error before the lock is taken
     with open_db(args, args.url) as db:
         db.checkpoint(args.name)
-    _, _, store = open_store(args, args.url)
-    try:
-        info = _describe(store, args.name)
-    finally:
-        store.close()
+    info = _describe_at(args, args.url, args.name)
     if args.json:
         emit_json(info)
     else:
@@ -110,14 +114,11 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     import levels3
 
-    location_of(args.url), location_of(args.target)  # bad URLs are usage errors
+    location_of(args.url)  # bad URLs are usage errors
+    location_of(args.target)
     started = time.monotonic()
     levels3.restore(args.url, args.name, args.target, **store_kwargs(args))
-    _, _, store = open_store(args, args.url)
-    try:
-        info = _describe(store, args.name)
-    finally:
-        store.close()
+    info = _describe_at(args, args.url, args.name)
     info.update(target=location_of(args.target).url, seconds=round(time.monotonic() - started, 3))
     if args.json:
         emit_json(info)

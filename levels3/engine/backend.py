@@ -15,7 +15,6 @@ import time
 from typing import Any, Mapping
 
 from ..errors import (
-    ConfigurationError,
     Error,
     IOError,
     LeaseLostError,
@@ -33,7 +32,7 @@ from ..stores.counting import CountingStore
 from ..stores.retry import RetryingStore
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
-from .checkpoints import FORMAT_VERSION, checkpoint_key, checkpoint_name, needed_keys, read_checkpoint
+from .checkpoints import FORMAT_VERSION, checkpoint_key, needed_keys, read_checkpoint
 from .reaper import Reaper
 from .layout import CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key
 
@@ -47,6 +46,8 @@ MERGE_MAX_BYTES = 4 << 20  # no merge grows past this: bounds the bytes one sync
 # the reaper's next batch deletes them, which keeps what every open and refresh
 # lists down to the last few seconds' syncs.
 MERGED_SEGMENT_GRACE = 0.0
+
+
 def resolve_options(options: S3Options | None, overrides: Mapping[str, Any]) -> S3Options:
     """Merge ``options=`` and keyword store options into one S3Options."""
     unknown = set(overrides) - S3Options.field_names()
@@ -191,9 +192,7 @@ class Backend:
             if backend.current_etag is None:
                 # A new database: no CURRENT to fence; stay above anything a failed creation left.
                 backend.epoch = backend.catalog.max_epoch + 1
-            for key in backend.catalog.checkpoint_keys:
-                name = checkpoint_name(key)
-                assert name is not None  # Catalog.load keeps only checkpoint keys
+            for name in backend.catalog.checkpoints:
                 backend._protect_checkpoint(name)
             # What earlier writers left: dropped at the latest when the newest object was uploaded.
             backend._retire(backend.catalog.garbage, dropped_ago=backend._time_since_last_upload())
@@ -697,4 +696,4 @@ class Backend:
         keys = [o.key for record in self.catalog.records() for o in record.objects]
         for record in self.catalog.records():
             self.catalog.pop(record.name)
-        self.reaper.delete_now(keys + self.catalog.checkpoint_keys)
+        self.reaper.delete_now(keys + [checkpoint_key(name) for name in self.catalog.checkpoints])

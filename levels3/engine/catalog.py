@@ -59,7 +59,7 @@ class Catalog:
         self._files: dict[str, FileRecord] = {}
         self._lock = threading.Lock()
         self.garbage: list[StoredObject] = []  # superseded objects: never read, removed by gc
-        self.checkpoint_keys: list[str] = []  # checkpoints/<name>.json objects
+        self.checkpoints: list[str] = []  # names of the checkpoints/<name>.json objects
         # How long before the LIST (by the store's clock: CURRENT's LastModified against
         # the newest other object's) anything was last uploaded; 0 when unknown.
         self.idle_seconds = 0.0
@@ -76,8 +76,9 @@ class Catalog:
         current_time, newest = None, None
         for info in store.list(""):
             if info.key.startswith(CHECKPOINT_PREFIX):
-                if checkpoint_name(info.key) is not None:  # anything else there is not ours: left alone
-                    catalog.checkpoint_keys.append(info.key)
+                name = checkpoint_name(info.key)
+                if name is not None:  # anything else there is not ours: left alone
+                    catalog.checkpoints.append(name)
                 continue
             parsed = parse_key(info.key)
             if parsed is None:
