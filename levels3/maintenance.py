@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import _native
-from .engine.backend import Backend, build_store, resolve_options
+from .engine.backend import Backend
+from .stores.assembly import build_store, resolve_options
 from .engine.checkpoints import needed_keys, read_checkpoint
 from .engine.layout import CURRENT_NAME, EPOCH_METADATA
 from .errors import Error

@@ -288,7 +288,7 @@ def test_catalog_survives_empty_objects(tmp_path):
 def test_segment_merge_plan_bounds_objects_and_reuploads(sync_bytes):
     """Simulate 20k syncs through plan_segment_upload: the file stays a contiguous cover, few objects, and no
     byte is uploaded more than 1 + levels times; no merge is larger than the cap."""
-    from levels3.engine.backend import MERGE_FANOUT, MERGE_MAX_BYTES, plan_segment_upload
+    from levels3.engine.segments import MERGE_FANOUT, MERGE_MAX_BYTES, plan_segment_upload
     from levels3.engine.catalog import StoredObject
 
     objects: list[StoredObject] = []

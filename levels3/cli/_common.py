@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from ..engine.backend import build_store, resolve_options
+from ..stores.assembly import build_store, resolve_options
 from ..errors import ConfigurationError
 from ..options import Location, S3Options, parse_location
 from ..stores.base import ObjectStore

@@ -26,111 +26,17 @@ from ..errors import (
 )
 from ..lock import LeaseLock
 from ..options import Location, S3Options, parse_location
-from ..stores import open_store
+from ..stores.assembly import build_store, ensure_conditional_writes, resolve_options
 from ..stores.base import ObjectStore
 from ..stores.counting import CountingStore
-from ..stores.retry import RetryingStore
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
 from .checkpoints import FORMAT_VERSION, checkpoint_key, needed_keys, read_checkpoint
 from .reaper import Reaper
+from .segments import MERGED_SEGMENT_GRACE, plan_segment_upload, seal_plan
 from .layout import CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key
 
 log = logging.getLogger("levels3.backend")
-
-MERGE_FANOUT = 16  # segments of one level merged into one object of the next (see plan_segment_upload)
-MERGE_MAX_BYTES = 4 << 20  # no merge grows past this: bounds the bytes one sync may re-upload
-# Segments a merge replaced could only be needed by a follower opening from a LIST
-# made just before the merge (WAL and MANIFEST are read at open, never after), and
-# such a follower lists again (StaleVersionError at open). So they get no grace:
-# the reaper's next batch deletes them, which keeps what every open and refresh
-# lists down to the last few seconds' syncs.
-MERGED_SEGMENT_GRACE = 0.0
-
-
-def resolve_options(options: S3Options | None, overrides: Mapping[str, Any]) -> S3Options:
-    """Merge ``options=`` and keyword store options into one S3Options."""
-    unknown = set(overrides) - S3Options.field_names()
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-    if options is None:
-        return S3Options(**overrides)
-    if not isinstance(options, S3Options):
-        raise TypeError(f"options must be a levels3.S3Options, not {type(options).__name__}")
-    if not overrides:
-        return options
-    merged = {f: getattr(options, f) for f in S3Options.field_names()}
-    merged.update(overrides)
-    return S3Options(**merged)
-
-
-def build_store(location: Location, options: S3Options, *, create: bool) -> tuple[ObjectStore, CountingStore]:
-    """The layered store: retry around counting, so every attempt (what S3 bills) is counted.
-
-    Returns the outer store and the counting layer (for stats()).
-    """
-    raw = open_store(location, options, create=create)
-    if options.wrap_store is not None:
-        raw = options.wrap_store(raw)
-    counting = CountingStore(raw)
-    retrying = RetryingStore(counting, max_attempts=options.retry_max_attempts, base_delay=options.retry_base_delay)
-    return retrying, counting
-
-
-_probed_endpoints: set[tuple[str | None, str]] = set()
-
-
-def ensure_conditional_writes(store: ObjectStore, location: Location, options: S3Options) -> None:
-    """Refuse to write through an endpoint that ignores If-None-Match / If-Match
-    (some S3-compatible stores do): the lock and fencing would silently break.
-    Probed once per endpoint and bucket per process."""
-    if location.scheme != "s3":
-        return  # the local store implements both itself
-    endpoint = (options.endpoint_url, location.bucket)
-    if endpoint in _probed_endpoints:
-        return
-    from ..stores.s3 import probe_conditional_writes
-
-    probe_conditional_writes(store)
-    _probed_endpoints.add(endpoint)
-
-
-def plan_segment_upload(objects: list[StoredObject], new_bytes: int,
-                        fanout: int = MERGE_FANOUT, max_bytes: int = MERGE_MAX_BYTES) -> tuple[int, int]:
-    """How many trailing objects the next segment upload absorbs, and its level.
-
-    The objects of a WAL or MANIFEST form a counter in base ``fanout``: a new
-    segment is level 0, and when it would make ``fanout`` objects of one level
-    at the end of the file, it is uploaded together with them as one object of
-    the next level instead (and so on up). The merge rides on the upload a sync
-    needs anyway, so a sync stays one PUT; a file written by n syncs is read
-    back from O(fanout * log n) objects, and each byte is uploaded at most
-    1 + log_fanout(n) times. Merges stop at ``max_bytes``: a sync never carries
-    more than that much old data, and the file is then at most
-    size / (max_bytes / fanout) objects of that size plus the levels below.
-    """
-    absorbed, level, merged_bytes = 0, 0, new_bytes
-    end = len(objects)
-    while True:
-        run = 0
-        while run < end - absorbed and objects[end - absorbed - run - 1].level == level:
-            run += 1
-        if run + 1 < fanout:
-            return absorbed, level
-        run_bytes = sum(o.size for o in objects[end - absorbed - run:end - absorbed])
-        if merged_bytes + run_bytes > max_bytes:
-            return absorbed, level
-        absorbed, level, merged_bytes = absorbed + run, level + 1, merged_bytes + run_bytes
-
-
-def seal_plan(objects: list[StoredObject], new_bytes: int, max_bytes: int = MERGE_MAX_BYTES) -> int:
-    """How many trailing objects a file's last upload folds in: all that fit in
-    ``max_bytes``, when that leaves the file in fewer objects than it would be."""
-    absorbed, total = 0, new_bytes
-    while absorbed < len(objects) and total + objects[-1 - absorbed].size <= max_bytes:
-        total += objects[-1 - absorbed].size
-        absorbed += 1
-    return absorbed if absorbed + (new_bytes > 0) >= 2 else 0
 
 
 class Backend:

@@ -12,7 +12,7 @@ epochs the highest one is the live one.
   immutable segments ``w<epoch>/<name>/<offset>``, each holding the bytes
   written since the previous upload. Every 16th upload at a level also carries
   the 15 objects before it, as one ``w<epoch>/<name>/<offset>-<end>-<level>``
-  object of the next level (Backend's plan_segment_upload), so reading a file
+  object of the next level (segments.plan_segment_upload), so reading a file
   back takes a number of GETs that grows only logarithmically with the syncs
   that wrote it, and a sync is still one PUT;
 - ``CURRENT``: one object at the top, replaced with ``If-Match``: the commit

@@ -3,7 +3,7 @@
 A follower reading an older version may still need a table the writer has
 compacted away; so the writer deletes such objects only ``deletion_grace``
 after dropping them, and never those a checkpoint names. (Segments a merge
-replaced get no grace: see MERGED_SEGMENT_GRACE in backend.) Deletions run in a
+replaced get no grace: see MERGED_SEGMENT_GRACE in segments.) Deletions run in a
 background thread, in batches (one DeleteObjects request per 1000 keys), at
 most a tenth of the grace period (and 5 s) late: never on the path of a write.
 What is still waiting at close stays in the store; the next writer finds it

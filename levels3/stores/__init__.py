@@ -1,14 +1,14 @@
 """Object-store backends and the wrappers composed around them.
 
-``open_store`` builds the bare backend for a location; callers add layers, e.g.
-``RetryingStore(CountingStore(open_store(...)), ...)``.
+``open_store`` builds the bare backend for a location; ``build_store`` (stores.assembly)
+adds the layers a database uses: ``RetryingStore(CountingStore(open_store(...)), ...)``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..options import Location, S3Options
+from .assembly import build_store, ensure_conditional_writes, open_store, resolve_options
 from .base import ObjectInfo, ObjectStore
 from .counting import CountingStore
 from .faults import FaultInjectingStore, InjectedFault
@@ -28,9 +28,12 @@ __all__ = [
     "RetryingStore",
     "S3Store",
     "TOKEN_METADATA_KEY",
+    "build_store",
+    "ensure_conditional_writes",
     "is_transient",
     "open_store",
     "probe_conditional_writes",
+    "resolve_options",
     "validate_key",
 ]
 
@@ -42,15 +45,3 @@ def __getattr__(name: str) -> object:
 
         return getattr(s3, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def open_store(location: Location, options: S3Options, *, create: bool) -> ObjectStore:
-    """The bare backend for ``location`` (no retry or counting layers)."""
-    if location.scheme == "file":
-        return LocalDirStore(location.prefix, create=create)
-    if location.scheme == "s3":
-        from .s3 import S3Store
-
-        # A bucket has no "create": the prefix simply starts empty.
-        return S3Store(location.bucket, location.prefix, options)
-    raise ValueError(f"unsupported location scheme {location.scheme!r}")
