@@ -29,7 +29,7 @@ from .errors import (
     StoreError,
 )
 from .maintenance import destroy_db, repair_db, restore
-from .options import S3Options
+from .options import S3Options, StoreOptions
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "Snapshot",
     "Iterator",
     "RawIterator",
+    "StoreOptions",
     "S3Options",
     "destroy_db",
     "repair_db",

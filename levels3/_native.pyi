@@ -13,7 +13,7 @@ from typing import Any, Final
 from typing_extensions import Buffer, Self
 
 from levels3.engine.backend import Backend
-from levels3.options import S3Options
+from levels3.options import StoreOptions
 
 __leveldb_version__: Final[str]
 
@@ -46,7 +46,7 @@ class DB:
         read_only: bool = False,
         checkpoint: str | None = None,
         refresh_interval: float | None = None,
-        options: S3Options | None = None,
+        options: StoreOptions | None = None,
         **store_options: Any,
     ) -> None: ...
     @property

@@ -10,7 +10,7 @@ from .stores.assembly import build_store, resolve_options
 from .engine.checkpoints import needed_keys, read_checkpoint
 from .engine.layout import CURRENT_NAME, EPOCH_METADATA
 from .errors import Error
-from .options import S3Options, parse_location
+from .options import StoreOptions, parse_location
 
 _DEFAULT_CONFIG = dict(
     create_if_missing=False, error_if_exists=False, paranoid_checks=None, write_buffer_size=None,
@@ -27,7 +27,7 @@ def _config(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, store_options
 
 
-def destroy_db(name: Any, *, options: S3Options | None = None, **kwargs: Any) -> None:
+def destroy_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any) -> None:
     """Delete every object of the database at ``name`` (takes the writer lock first)."""
     config, store_options = _config(kwargs)
     backend = Backend.open(name, options, store_options, create_if_missing=False)
@@ -38,7 +38,7 @@ def destroy_db(name: Any, *, options: S3Options | None = None, **kwargs: Any) ->
         backend.close()
 
 
-def repair_db(name: Any, *, options: S3Options | None = None, **kwargs: Any) -> None:
+def repair_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any) -> None:
     """Rebuild the database's metadata from whatever tables and logs survive."""
     config, store_options = _config(kwargs)
     backend = Backend.open(name, options, store_options, create_if_missing=False)
@@ -48,7 +48,7 @@ def repair_db(name: Any, *, options: S3Options | None = None, **kwargs: Any) -> 
         backend.close()
 
 
-def restore(source: Any, checkpoint: str, target: Any, *, options: S3Options | None = None,
+def restore(source: Any, checkpoint: str, target: Any, *, options: StoreOptions | None = None,
             **store_options: Any) -> None:
     """Make a new, writable database at ``target`` from checkpoint ``checkpoint`` of ``source``.
 

@@ -1,4 +1,9 @@
-"""Store options (the seed's configuration table, in snake case) and URL parsing."""
+"""Store options and URL parsing: where a database lives and how its backend behaves.
+
+Owns StoreOptions (with its old name S3Options kept as an alias: the same
+options configure file:// databases) and Location. It may import only
+levels3.errors; everything else reads these values.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ MiB = 1024 * 1024
 
 
 @dataclass
-class S3Options:
+class StoreOptions:
     """Everything about *where* the database lives and how the backend behaves.
 
     Durations are seconds (int or float); sizes are bytes.  ``None`` for
@@ -30,7 +35,7 @@ class S3Options:
     path_style: bool = False
     cache_dir: str | None = None  # None: a private temporary directory removed on close
     max_cache_bytes: int = 1024 * MiB
-    max_object_size: int = 64 * MiB  # the seed's MaxFileSize: largest object stored or fetched
+    max_object_size: int = 64 * MiB  # the largest object stored or fetched (not LevelDB's max_file_size)
     retry_max_attempts: int = 3
     retry_base_delay: float = 0.1
     request_timeout: float = 30.0
@@ -79,11 +84,15 @@ class S3Options:
             if f.name in ("access_key", "secret_key", "session_token") and value is not None:
                 value = "***"
             shown.append(f"{f.name}={value!r}")
-        return f"S3Options({', '.join(shown)})"
+        return f"StoreOptions({', '.join(shown)})"
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+#: The name this class had before it configured local directories too; kept for compatibility.
+S3Options = StoreOptions
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,11 @@ def test_versions() -> None:
     assert int(levels3.__leveldb_version__.split(".")[1]) >= 20
 
 
+def test_s3options_is_the_old_name_of_storeoptions() -> None:
+    assert levels3.S3Options is levels3.StoreOptions
+    assert levels3.options.S3Options is levels3.StoreOptions
+
+
 def test_exception_hierarchy() -> None:
     for name in ("IOError", "CorruptionError", "IteratorInvalidError"):
         assert issubclass(getattr(levels3, name), levels3.Error)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..stores.assembly import build_store, resolve_options
 from ..errors import ConfigurationError
-from ..options import Location, S3Options, parse_location
+from ..options import Location, StoreOptions, parse_location
 from ..stores.base import ObjectStore
 
 log = logging.getLogger("levels3.cli")
@@ -55,7 +55,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 
 def store_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword store options for levels3.DB / S3Options from the parsed arguments."""
+    """Keyword store options for levels3.DB / StoreOptions from the parsed arguments."""
     out: dict[str, Any] = {}
     for name in ("endpoint_url", "region", "path_style", "cache_dir", "lock_timeout"):
         value = getattr(args, name, None)
@@ -66,11 +66,11 @@ def store_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         if duration <= 0:
             raise UsageError("--lease-duration must be positive")
         out["lease_duration"] = duration
-        out["lease_renewal"] = min(S3Options.lease_renewal, duration / 3)
+        out["lease_renewal"] = min(StoreOptions.lease_renewal, duration / 3)
     return out
 
 
-def s3_options(args: argparse.Namespace) -> S3Options:
+def s3_options(args: argparse.Namespace) -> StoreOptions:
     return resolve_options(None, store_kwargs(args))
 
 
@@ -81,7 +81,7 @@ def location_of(url: str) -> Location:
         raise UsageError(str(exc)) from None
 
 
-def open_store(args: argparse.Namespace, url: str, *, create: bool = False) -> tuple[Location, S3Options, ObjectStore]:
+def open_store(args: argparse.Namespace, url: str, *, create: bool = False) -> tuple[Location, StoreOptions, ObjectStore]:
     """The database's object store with retries (no LevelDB, no lock)."""
     location = location_of(url)
     options = s3_options(args)

@@ -25,7 +25,7 @@ from ..errors import (
     StoreError,
 )
 from ..lock import LeaseLock
-from ..options import Location, S3Options, parse_location
+from ..options import Location, StoreOptions, parse_location
 from ..stores.assembly import build_store, ensure_conditional_writes, resolve_options
 from ..stores.base import ObjectStore
 from ..stores.counting import CountingStore
@@ -42,7 +42,7 @@ log = logging.getLogger("levels3.backend")
 class Backend:
     """Control path of one open database: store, catalog, cache and lease."""
 
-    def __init__(self, location: Location, options: S3Options, store: ObjectStore, counters: CountingStore,
+    def __init__(self, location: Location, options: StoreOptions, store: ObjectStore, counters: CountingStore,
                  cache: LocalCache, lease: LeaseLock | None) -> None:
         self.location = location
         self.options = options
@@ -69,8 +69,8 @@ class Backend:
     # -- opening and closing ---------------------------------------------------
 
     @staticmethod
-    def _connect(name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
-                 create: bool) -> tuple[Location, S3Options, ObjectStore, CountingStore]:
+    def _connect(name: Any, options: StoreOptions | None, overrides: Mapping[str, Any], *,
+                 create: bool) -> tuple[Location, StoreOptions, ObjectStore, CountingStore]:
         """Parse the name and options and build the layered store for them."""
         location = parse_location(name)
         opts = resolve_options(options, overrides)
@@ -81,7 +81,7 @@ class Backend:
         return location, opts, store, counters
 
     @classmethod
-    def open(cls, name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
+    def open(cls, name: Any, options: StoreOptions | None, overrides: Mapping[str, Any], *,
              create_if_missing: bool) -> "Backend":
         location, opts, store, counters = cls._connect(name, options, overrides, create=create_if_missing)
         cache: LocalCache | None = None
@@ -115,7 +115,7 @@ class Backend:
             raise
 
     @classmethod
-    def open_follower(cls, name: Any, options: S3Options | None, overrides: Mapping[str, Any], *,
+    def open_follower(cls, name: Any, options: StoreOptions | None, overrides: Mapping[str, Any], *,
                       checkpoint: str | None = None, previous: "Backend | None" = None) -> "Backend":
         """A read-only view: no lock, no fence, nothing ever written to the store.
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..options import Location, S3Options
+from ..options import Location, StoreOptions
 from .base import ObjectStore
 from .counting import CountingStore
 from .local import LocalDirStore
 from .retry import RetryingStore
 
 
-def open_store(location: Location, options: S3Options, *, create: bool) -> ObjectStore:
+def open_store(location: Location, options: StoreOptions, *, create: bool) -> ObjectStore:
     """The bare backend for ``location`` (no retry or counting layers)."""
     if location.scheme == "file":
         return LocalDirStore(location.prefix, create=create)
@@ -29,23 +29,23 @@ def open_store(location: Location, options: S3Options, *, create: bool) -> Objec
     raise ValueError(f"unsupported location scheme {location.scheme!r}")
 
 
-def resolve_options(options: S3Options | None, overrides: Mapping[str, Any]) -> S3Options:
-    """Merge ``options=`` and keyword store options into one S3Options."""
-    unknown = set(overrides) - S3Options.field_names()
+def resolve_options(options: StoreOptions | None, overrides: Mapping[str, Any]) -> StoreOptions:
+    """Merge ``options=`` and keyword store options into one StoreOptions."""
+    unknown = set(overrides) - StoreOptions.field_names()
     if unknown:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     if options is None:
-        return S3Options(**overrides)
-    if not isinstance(options, S3Options):
-        raise TypeError(f"options must be a levels3.S3Options, not {type(options).__name__}")
+        return StoreOptions(**overrides)
+    if not isinstance(options, StoreOptions):
+        raise TypeError(f"options must be a levels3.StoreOptions, not {type(options).__name__}")
     if not overrides:
         return options
-    merged = {f: getattr(options, f) for f in S3Options.field_names()}
+    merged = {f: getattr(options, f) for f in StoreOptions.field_names()}
     merged.update(overrides)
-    return S3Options(**merged)
+    return StoreOptions(**merged)
 
 
-def build_store(location: Location, options: S3Options, *, create: bool) -> tuple[ObjectStore, CountingStore]:
+def build_store(location: Location, options: StoreOptions, *, create: bool) -> tuple[ObjectStore, CountingStore]:
     """The layered store: retry around counting, so every attempt (what S3 bills) is counted.
 
     Returns the outer store and the counting layer (for stats()).
@@ -61,7 +61,7 @@ def build_store(location: Location, options: S3Options, *, create: bool) -> tupl
 _probed_endpoints: set[tuple[str | None, str]] = set()
 
 
-def ensure_conditional_writes(store: ObjectStore, location: Location, options: S3Options) -> None:
+def ensure_conditional_writes(store: ObjectStore, location: Location, options: StoreOptions) -> None:
     """Refuse to write through an endpoint that ignores If-None-Match / If-Match
     (some S3-compatible stores do): the lock and fencing would silently break.
     Probed once per endpoint and bucket per process."""

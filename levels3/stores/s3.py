@@ -17,7 +17,7 @@ import botocore.config
 import botocore.exceptions
 
 from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
-from ..options import S3Options
+from ..options import StoreOptions
 from .base import DELETE_BATCH, ObjectInfo, ObjectStore
 from .local import validate_key
 from .retry import is_transient
@@ -34,7 +34,7 @@ _CREDENTIAL_CODES = {
 _NOT_IMPLEMENTED_CODES = frozenset({"NotImplemented", "501"})
 
 
-def build_client(options: S3Options) -> Any:
+def build_client(options: StoreOptions) -> Any:
     """A boto3 S3 client from ``options``: its own client, its session, explicit keys, or the standard chain."""
     if options.client is not None:
         return options.client
@@ -72,7 +72,7 @@ def _client_error_parts(exc: botocore.exceptions.ClientError) -> tuple[str, int,
 class S3Store(ObjectStore):
     """Objects under ``s3://bucket/prefix``; keys are relative to the prefix."""
 
-    def __init__(self, bucket: str, prefix: str, options: S3Options) -> None:
+    def __init__(self, bucket: str, prefix: str, options: StoreOptions) -> None:
         if not bucket:
             raise ConfigurationError("bucket name is empty")
         self.bucket = bucket
