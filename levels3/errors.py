@@ -27,14 +27,21 @@ class IteratorInvalidError(Error):
 class StoreError(IOError):
     """An object-store request failed for good (after any retries).
 
-    ``operation`` and ``key`` say what was attempted; ``__cause__`` holds the last
-    underlying exception.  Messages never contain credentials.
+    ``operation`` and ``key`` say what was attempted; ``transient`` whether the
+    same request may succeed when repeated (the retry layer asks only this);
+    ``code`` and ``status`` are the store's error code and HTTP status, when it
+    gave them. ``__cause__`` holds the underlying exception. Messages never
+    contain credentials.
     """
 
-    def __init__(self, message: str, *, operation: str = "", key: str = "") -> None:
+    def __init__(self, message: str, *, operation: str = "", key: str = "", transient: bool = False,
+                 code: str = "", status: int = 0) -> None:
         super().__init__(message)
         self.operation = operation
         self.key = key
+        self.transient = transient
+        self.code = code
+        self.status = status
 
 
 class ObjectNotFound(StoreError):

@@ -271,9 +271,7 @@ class _IgnoresConditions(LocalDirStore):
 class _AnswersNotImplemented(LocalDirStore):
     def put(self, key, data, *, if_none_match=False, if_match=None, metadata=None):  # type: ignore[override]
         if if_none_match or if_match:
-            err = StoreError("501 NotImplemented", operation="put", key=key)
-            err.status, err.code = 501, "NotImplemented"  # type: ignore[attr-defined]
-            raise err
+            raise StoreError("501 NotImplemented", operation="put", key=key, status=501, code="NotImplemented")
         return super().put(key, data, metadata=metadata)
 
 
@@ -285,10 +283,12 @@ def test_probe_refuses_stores_without_conditional_writes(tmp_path) -> None:
 
 
 def test_s3_answering_501_is_reported_clearly(mocked_aws) -> None:
+    import boto3
     from botocore.stub import Stubber
 
-    store = S3Store("bucket-501", "db", S3Options(region=REGION))
-    with Stubber(store.client) as stub:
+    client = boto3.client("s3", region_name=REGION)
+    store = S3Store("bucket-501", "db", S3Options(client=client))
+    with Stubber(client) as stub:
         stub.add_client_error("put_object", "NotImplemented", "A header you provided implies functionality that is not implemented", 501)
         with pytest.raises(StoreError, match="does not support conditional writes"):
             probe_conditional_writes(store)
@@ -465,8 +465,10 @@ def test_open_store(tmp_path) -> None:
     s3.close()
 
 
-def test_is_transient_classification() -> None:
+def test_s3_classifies_botocore_failures_as_transient_or_not() -> None:
     from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    from levels3.stores import s3
 
     def client_error(code: str, status: int) -> ClientError:
         return ClientError({"Error": {"Code": code, "Message": ""}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
@@ -484,7 +486,7 @@ def test_is_transient_classification() -> None:
         ConnectionResetError(),
         TimeoutError(),
     ):
-        assert is_transient(exc), exc
+        assert s3.is_transient(exc), exc
     for exc in (
         client_error("AccessDenied", 403),
         client_error("NoSuchBucket", 404),
@@ -492,6 +494,34 @@ def test_is_transient_classification() -> None:
         client_error("InvalidArgument", 400),
         ValueError("x"),
     ):
+        assert not s3.is_transient(exc), exc
+
+
+def test_s3_store_errors_carry_code_status_and_transient(mocked_aws) -> None:
+    import boto3
+    from botocore.exceptions import ClientError
+    from botocore.stub import Stubber
+
+    client = boto3.client("s3", region_name=REGION)
+    store = S3Store("bucket-err", "db", S3Options(client=client))
+    with Stubber(client) as stub:
+        stub.add_client_error("get_object", "SlowDown", "slow down", 503)
+        stub.add_client_error("get_object", "AccessDenied", "no", 403)
+        with pytest.raises(StoreError) as slow:
+            store.get("k")
+        with pytest.raises(StoreError) as denied:
+            store.get("k")
+    assert (slow.value.code, slow.value.status, slow.value.transient) == ("SlowDown", 503, True)
+    assert (denied.value.code, denied.value.status, denied.value.transient) == ("AccessDenied", 403, False)
+    assert isinstance(slow.value.__cause__, ClientError)
+
+
+def test_retry_asks_the_error_whether_it_is_transient() -> None:
+    """The retry layer knows no backend: a StoreError says whether it is transient; a bare socket error is."""
+    for exc in (StoreError("x", transient=True), InjectedFault("x", operation="get", key="k"),
+                ConnectionResetError(), TimeoutError()):
+        assert is_transient(exc), exc
+    for exc in (StoreError("x"), ObjectNotFound("x"), PreconditionFailed("x"), ValueError("x")):
         assert not is_transient(exc), exc
 
 
@@ -598,7 +628,7 @@ def test_list_retry_yields_each_key_once(tmp_path) -> None:
             for n, info in enumerate(super().list(prefix)):
                 if n == 2 and not self.broken:
                     self.broken = True
-                    raise InjectedFault("reset", operation="list", key=prefix, code="", status=0, landed=False)
+                    raise InjectedFault("reset", operation="list", key=prefix)
                 yield info
 
     inner = BreaksMidway(tmp_path, create=True)

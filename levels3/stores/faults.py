@@ -23,13 +23,8 @@ _FAULTS = {
 class InjectedFault(StoreError):
     """A simulated transient failure (always ``transient=True``)."""
 
-    transient = True
-
-    def __init__(self, message: str, *, operation: str, key: str, code: str, status: int, landed: bool) -> None:
-        super().__init__(message, operation=operation, key=key)
-        self.code = code
-        self.status = status
-        self.landed = landed  # the request reached the inner store before the "failure"
+    def __init__(self, message: str, *, operation: str, key: str, code: str = "", status: int = 0) -> None:
+        super().__init__(message, operation=operation, key=key, transient=True, code=code, status=status)
 
 
 class FaultInjectingStore(ObjectStore):
@@ -78,19 +73,19 @@ class FaultInjectingStore(ObjectStore):
             self.injected += 1
             return self._random.choice(self.kinds), self._random.choice(self.when)
 
-    def _fault(self, kind: str, operation: str, key: str, landed: bool) -> InjectedFault:
+    def _fault(self, kind: str, operation: str, key: str) -> InjectedFault:
         code, status, message = _FAULTS[kind]
-        return InjectedFault(f"{operation} {key!r}: {message}", operation=operation, key=key, code=code, status=status, landed=landed)
+        return InjectedFault(f"{operation} {key!r}: {message}", operation=operation, key=key, code=code, status=status)
 
     def _call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
         if self.delay:
             time.sleep(self.delay)
         fault = self._roll()
         if fault is not None and fault[1] == "before":
-            raise self._fault(fault[0], operation, key, landed=False)
+            raise self._fault(fault[0], operation, key)
         result = fn()
         if fault is not None:
-            raise self._fault(fault[0], operation, key, landed=True)
+            raise self._fault(fault[0], operation, key)  # it landed; the "response" is lost
         return result
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:

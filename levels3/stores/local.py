@@ -118,11 +118,9 @@ class LocalDirStore(ObjectStore):
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        error = StoreError(f"{self.root}: the store's update lock has been held by another "
-                                           f"process for over {self.lock_wait:g} s (stopped or hung?)",
-                                           operation="lock")
-                        error.transient = True  # type: ignore[attr-defined]
-                        raise error from None
+                        raise StoreError(f"{self.root}: the store's update lock has been held by another "
+                                         f"process for over {self.lock_wait:g} s (stopped or hung?)",
+                                         operation="lock", transient=True) from None
                     time.sleep(delay)
                     delay = min(delay * 2, 0.005)  # a batch delete holds it ~0.1 ms a key: do not oversleep it
             yield

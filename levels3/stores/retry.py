@@ -2,6 +2,9 @@
 
 A permanent error (4xx, missing object, refused condition, bad configuration)
 is raised at once: retrying it only multiplies requests and hides the cause.
+Owns the retry loop and the token that makes conditional PUTs safe to repeat.
+It knows no backend: whether an error is transient is the store's to say
+(``StoreError.transient``). It may call only the ObjectStore interface.
 """
 
 from __future__ import annotations
@@ -15,64 +18,23 @@ from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 from ..errors import ObjectNotFound, PreconditionFailed, StoreError
 from .base import ObjectInfo, ObjectStore
 
-try:  # the local-directory store works without boto3
-    import botocore.exceptions as _botocore_exc
-except ImportError:  # pragma: no cover - boto3 is a hard dependency of the S3 backend only
-    _botocore_exc = None
-
 #: User-metadata key carrying the unique token of a conditional PUT.
 TOKEN_METADATA_KEY = "levels3-token"
-
-_TRANSIENT_CODES = frozenset(
-    {
-        "InternalError",
-        "ServiceUnavailable",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "IDPCommunicationError",
-        "EC2ThrottledException",
-        # S3 answers 409 when two conditional writes race; AWS documents it as retryable.
-        "ConditionalRequestConflict",
-    }
-)
 
 log = logging.getLogger("levels3.store")
 T = TypeVar("T")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when repeating the same request may succeed (5xx, throttling, timeouts, resets)."""
+    """True when repeating the same request may succeed.
+
+    A store says so on its errors (``StoreError.transient``, set where the
+    backend classified its client's failure); a plain socket error from a
+    custom client or a body stream counts as transient too.
+    """
     flag = getattr(exc, "transient", None)
     if flag is not None:
         return bool(flag)
-    if _botocore_exc is not None:
-        if isinstance(exc, _botocore_exc.ClientError):
-            error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            return error.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
-        if isinstance(exc, _botocore_exc.SSLError):
-            return False  # a certificate problem does not fix itself
-        if isinstance(
-            exc,
-            (
-                _botocore_exc.HTTPClientError,  # connection closed/reset, read timeouts
-                _botocore_exc.ConnectionError,  # connection refused, connect timeouts
-                _botocore_exc.IncompleteReadError,
-            ),
-        ):
-            return True
-    # Raw socket errors (e.g. from a custom client or the body stream).
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 

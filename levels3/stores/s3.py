@@ -20,7 +20,6 @@ from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, Sto
 from ..options import StoreOptions
 from .base import DELETE_BATCH, ObjectInfo, ObjectStore
 from .local import validate_key
-from .retry import is_transient
 
 _ACCESS_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"})
 _CREDENTIAL_CODES = {
@@ -32,6 +31,29 @@ _CREDENTIAL_CODES = {
     "RequestTimeTooSkewed": "the host clock differs too much from the endpoint's: fix the clock",
 }
 _NOT_IMPLEMENTED_CODES = frozenset({"NotImplemented", "501"})
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "IDPCommunicationError",
+        "EC2ThrottledException",
+        # S3 answers 409 when two conditional writes race; AWS documents it as retryable.
+        "ConditionalRequestConflict",
+    }
+)
 
 
 def build_client(options: StoreOptions) -> Any:
@@ -69,6 +91,27 @@ def _client_error_parts(exc: botocore.exceptions.ClientError) -> tuple[str, int,
     return str(error.get("Code", "")), int(status), str(error.get("Message", "") or "")
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether botocore's failure may go away when the request is repeated (5xx,
+    throttling, timeouts, resets): what S3Store puts in StoreError.transient."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code, status, _ = _client_error_parts(exc)
+        return code in _TRANSIENT_CODES or status >= 500 or status == 429
+    if isinstance(exc, botocore.exceptions.SSLError):
+        return False  # a certificate problem does not fix itself
+    if isinstance(
+        exc,
+        (
+            botocore.exceptions.HTTPClientError,  # connection closed/reset, read timeouts
+            botocore.exceptions.ConnectionError,  # connection refused, connect timeouts
+            botocore.exceptions.IncompleteReadError,
+        ),
+    ):
+        return True
+    # Raw socket errors (e.g. from the body stream).
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
 class S3Store(ObjectStore):
     """Objects under ``s3://bucket/prefix``; keys are relative to the prefix."""
 
@@ -88,10 +131,6 @@ class S3Store(ObjectStore):
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
 
-    @property
-    def client(self) -> Any:
-        return self._client
-
     def _full_key(self, key: str) -> str:
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -100,53 +139,35 @@ class S3Store(ObjectStore):
         """Translate a botocore/socket exception; the caller raises it ``from exc``."""
         where = f"{operation} {key!r} on {self.url}"
         code, status, message = "", 0, ""
+        kind: type[StoreError] = StoreError
         if isinstance(exc, botocore.exceptions.ClientError):
             code, status, message = _client_error_parts(exc)
             if code == "NoSuchBucket":
-                err: StoreError = StoreError(
-                    f"{where}: bucket {self.bucket!r} does not exist at {self._endpoint} "
-                    "(check the bucket name, endpoint_url and region)",
-                    operation=operation,
-                    key=key,
-                )
+                text = (f"{where}: bucket {self.bucket!r} does not exist at {self._endpoint} "
+                        "(check the bucket name, endpoint_url and region)")
             elif code in ("NoSuchKey", "NotFound", "404") or status == 404:
                 if conditional:
-                    err = PreconditionFailed(f"{where}: object does not exist", operation=operation, key=key)
+                    kind, text = PreconditionFailed, f"{where}: object does not exist"
                 else:
-                    err = ObjectNotFound(f"{where}: no such object", operation=operation, key=key)
+                    kind, text = ObjectNotFound, f"{where}: no such object"
             elif code == "PreconditionFailed" or status == 412:
-                err = PreconditionFailed(f"{where}: condition not met", operation=operation, key=key)
+                kind, text = PreconditionFailed, f"{where}: condition not met"
             elif code in _CREDENTIAL_CODES:
-                err = StoreError(f"{where}: {_CREDENTIAL_CODES[code]}", operation=operation, key=key)
+                text = f"{where}: {_CREDENTIAL_CODES[code]}"
             elif code in _ACCESS_CODES or status == 403:
-                err = StoreError(
-                    f"{where}: access denied by {self._endpoint} ({code}); check that the credentials are "
-                    f"right and allowed s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket "
-                    f"on bucket {self.bucket!r}",
-                    operation=operation,
-                    key=key,
-                )
+                text = (f"{where}: access denied by {self._endpoint} ({code}); check that the credentials are "
+                        f"right and allowed s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket "
+                        f"on bucket {self.bucket!r}")
             elif code in _NOT_IMPLEMENTED_CODES or status == 501:
-                err = StoreError(
-                    f"{where}: the endpoint {self._endpoint} does not implement this request ({code}: {message})",
-                    operation=operation,
-                    key=key,
-                )
+                text = f"{where}: the endpoint {self._endpoint} does not implement this request ({code}: {message})"
             else:
-                err = StoreError(f"{where} failed: {code} (HTTP {status}): {message}", operation=operation, key=key)
+                text = f"{where} failed: {code} (HTTP {status}): {message}"
         elif isinstance(exc, botocore.exceptions.NoCredentialsError):
-            err = StoreError(
-                f"{where}: no credentials found; pass access_key/secret_key, a session or client, "
-                "or configure the standard AWS credential chain",
-                operation=operation,
-                key=key,
-            )
+            text = (f"{where}: no credentials found; pass access_key/secret_key, a session or client, "
+                    "or configure the standard AWS credential chain")
         else:
-            err = StoreError(f"{where} failed: {type(exc).__name__}: {exc}", operation=operation, key=key)
-        err.transient = is_transient(exc)  # type: ignore[attr-defined]
-        err.code = code  # type: ignore[attr-defined]
-        err.status = status  # type: ignore[attr-defined]
-        return err
+            text = f"{where} failed: {type(exc).__name__}: {exc}"
+        return kind(text, operation=operation, key=key, transient=is_transient(exc), code=code, status=status)
 
     def _debug(self, operation: str, key: str, began: float, nbytes: int | None = None) -> None:
         if self._log.isEnabledFor(logging.DEBUG):
@@ -286,10 +307,10 @@ def probe_conditional_writes(store: ObjectStore) -> None:
         try:
             store.put(key, b"probe", if_none_match=True)
         except StoreError as exc:
-            if getattr(exc, "status", 0) == 501 or getattr(exc, "code", "") in _NOT_IMPLEMENTED_CODES:
+            if exc.status == 501 or exc.code in _NOT_IMPLEMENTED_CODES:
                 raise StoreError(
                     f"{store.url} does not support conditional writes (If-None-Match answered "
-                    f"{getattr(exc, 'code', '') or 'NotImplemented'}); levels3 needs them for its writer lock",
+                    f"{exc.code or 'NotImplemented'}); levels3 needs them for its writer lock",
                     operation="probe",
                     key=key,
                 ) from exc
