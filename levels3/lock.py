@@ -43,7 +43,7 @@ import uuid
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigurationError, LeaseLostError, LockError, ObjectNotFound, PreconditionFailed, StoreError
-from .stores.base import ObjectStore
+from .stores.base import ObjectStore, PutMode
 
 log = logging.getLogger("levels3.lock")
 
@@ -235,7 +235,7 @@ class LeaseLock:
         try_create = True
         while True:
             if try_create:
-                if self._try_write(if_none_match=True):
+                if self._try_write(PutMode.CREATE):
                     break
             try_create = False
             current = self._read_current()
@@ -258,7 +258,7 @@ class LeaseLock:
                     "taking over stale lock %s from %s (ETag unchanged for %.3g s)",
                     self._where(), describe_holder(seen_holder), now - seen_at,
                 )
-                if self._try_write(if_match=seen_etag):
+                if self._try_write(PutMode.replace(seen_etag)):
                     break
                 seen_etag = None  # somebody else won or the holder came back: start over
                 continue
@@ -283,7 +283,7 @@ class LeaseLock:
             return max(self.lease_duration, float(advertised))
         return self.lease_duration
 
-    def _try_write(self, *, if_none_match: bool = False, if_match: str | None = None) -> bool:
+    def _try_write(self, mode: PutMode) -> bool:
         """Create or take over LOCK; True when we now hold it."""
         with self._mu:
             self._seq += 1
@@ -292,9 +292,7 @@ class LeaseLock:
         started = self._clock()
         self._attempt_starts[seq] = started
         try:
-            etag = self.store.put(
-                self.key, body, if_none_match=if_none_match, if_match=if_match, metadata=self._metadata(seq)
-            )
+            etag = self.store.put(self.key, body, mode=mode, metadata=self._metadata(seq))
         except (PreconditionFailed, ObjectNotFound):
             return False
         except StoreError:
@@ -365,7 +363,7 @@ class LeaseLock:
             started = self._clock()
             self._attempt_starts[seq] = started
             try:
-                new_etag = self.store.put(self.key, body, if_match=etag, metadata=self._metadata(seq))
+                new_etag = self.store.put(self.key, body, mode=PutMode.replace(etag), metadata=self._metadata(seq))
             except (PreconditionFailed, ObjectNotFound) as exc:
                 if self._recovered_own_write():
                     wait = self.renew_interval

@@ -7,6 +7,7 @@ from typing import Any
 from . import _native
 from .engine.backend import Backend
 from .stores.assembly import build_store, resolve_options
+from .stores.base import PutMode
 from .engine.checkpoints import needed_keys, read_checkpoint
 from .engine.layout import CURRENT_NAME, EPOCH_METADATA
 from .errors import Error
@@ -77,7 +78,7 @@ def restore(source: Any, checkpoint: str, target: Any, *, options: StoreOptions 
                             f"name, e.g. {foreign[0]!r}); restore needs an empty target")
             for key in needed:
                 dst_store.put(key, src_store.get(key))
-            dst_store.put(CURRENT_NAME, data["current"].encode(), if_none_match=True,
+            dst_store.put(CURRENT_NAME, data["current"].encode(), mode=PutMode.CREATE,
                           metadata={EPOCH_METADATA: str(data["epoch"])})
         finally:
             dst_store.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import levels3
-from levels3.stores import LocalDirStore
+from levels3.stores import LocalDirStore, PutMode
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 LEASE, RENEWAL = 1.0, 0.25
@@ -154,7 +154,7 @@ def test_writer_stops_when_renewal_fails(tmp_path):
     try:
         db.put(b"before", b"1", sync=True)
         store = LocalDirStore(url, create=False)
-        store.put("LOCK", b'{"host": "elsewhere", "pid": 1}', if_match=store.head("LOCK").etag)
+        store.put("LOCK", b'{"host": "elsewhere", "pid": 1}', mode=PutMode.replace(store.head("LOCK").etag))
         time.sleep(LEASE)
         with pytest.raises(levels3.LeaseLostError):
             db.put(b"after", b"2", sync=True)
@@ -177,7 +177,7 @@ def test_a_writer_that_lost_its_lease_refuses_every_write(tmp_path):
     try:
         db.put(b"before", b"1")
         store = LocalDirStore(url, create=False)
-        store.put("LOCK", b'{"host": "elsewhere", "pid": 1}', if_match=store.head("LOCK").etag)
+        store.put("LOCK", b'{"host": "elsewhere", "pid": 1}', mode=PutMode.replace(store.head("LOCK").etag))
         deadline = time.monotonic() + 2 * LEASE
         while time.monotonic() < deadline:  # the renewal notices the takeover within RENEWAL
             try:

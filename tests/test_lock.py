@@ -13,6 +13,7 @@ import pytest
 
 from levels3.errors import LeaseLostError, LockError, ObjectNotFound, StoreError
 from levels3.lock import LeaseLock, read_holder
+from levels3.stores.base import PutCondition, PutMode
 from levels3.stores.local import LocalDirStore
 
 D = 0.6  # lease_duration
@@ -43,7 +44,7 @@ def foreign_lock(store, **extra):
     """A LOCK written by a holder that never renews (a crashed writer)."""
     body = {"host": "elsewhere", "pid": 4242, "writer": "dead", "since": "2020-01-01T00:00:00+00:00"}
     body.update(extra)
-    return store.put("LOCK", json.dumps(body).encode(), if_none_match=True)
+    return store.put("LOCK", json.dumps(body).encode(), mode=PutMode.CREATE)
 
 
 def test_acquire_release(store):
@@ -236,7 +237,7 @@ class FlakyStore(LocalDirStore):
 
     def put(self, key, data, **kw):
         started = time.monotonic()
-        if self.failing and kw.get("if_match"):
+        if self.failing and kw.get("mode", PutMode.OVERWRITE).condition is PutCondition.REPLACE:
             self.failures += 1
             raise StoreError("simulated 503 SlowDown", operation="put", key=key)
         etag = super().put(key, data, **kw)

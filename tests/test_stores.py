@@ -24,6 +24,7 @@ from levels3.stores import (
     LocalDirStore,
     ObjectInfo,
     ObjectStore,
+    PutMode,
     RetryingStore,
     S3Store,
     is_transient,
@@ -116,7 +117,7 @@ def test_local_delete_many_frees_space_after_releasing_the_lock(tmp_path, monkey
     free = LocalDirStore._free
 
     def put_then_free(self, removed):
-        worker = threading.Thread(target=lambda: landed.append(store.put("new", b"y", if_none_match=True)))
+        worker = threading.Thread(target=lambda: landed.append(store.put("new", b"y", mode=PutMode.CREATE)))
         worker.start()
         worker.join()  # a put while the batch is still freeing must not wait for it
         free(self, removed)
@@ -147,7 +148,7 @@ def test_local_store_frees_what_crashed_deletes_and_puts_left(tmp_path, monkeypa
 
 
 def test_local_delete_many_waits_for_a_conditional_put_in_progress(tmp_path, monkeypatch) -> None:
-    """A put(if_match) checks and replaces under the lock; a delete in between would let it succeed on an
+    """A put(PutMode.replace) checks and replaces under the lock; a delete in between would let it succeed on an
     object that was already gone, which no order of the two requests explains."""
     store = LocalDirStore(tmp_path, create=True, lock_wait=0.1)
     first = store.put("k", b"1")
@@ -170,7 +171,7 @@ def test_local_delete_many_waits_for_a_conditional_put_in_progress(tmp_path, mon
         replace(src, dst)
 
     monkeypatch.setattr(os, "replace", delete_between_check_and_replace)
-    store.put("k", b"2", if_match=first)
+    store.put("k", b"2", mode=PutMode.replace(first))
     monkeypatch.setattr(os, "replace", replace)
     assert untouched == [True]
     assert isinstance(outcome[0], StoreError) and outcome[0].transient  # it waited for the lock, then gave up
@@ -198,14 +199,14 @@ def test_invalid_keys_are_rejected(store: ObjectStore, key: str) -> None:
 # -- conditional requests -----------------------------------------------------
 
 
-def test_if_none_match_creates_only_once(store: ObjectStore) -> None:
-    store.put("LOCK", b"first", if_none_match=True)
+def test_create_mode_creates_only_once(store: ObjectStore) -> None:
+    store.put("LOCK", b"first", mode=PutMode.CREATE)
     with pytest.raises(PreconditionFailed):
-        store.put("LOCK", b"second", if_none_match=True)
+        store.put("LOCK", b"second", mode=PutMode.CREATE)
     assert store.get("LOCK") == b"first"
 
 
-def test_if_none_match_race_has_one_winner(tmp_path) -> None:
+def test_create_mode_race_has_one_winner(tmp_path) -> None:
     # Local store only: moto checks If-None-Match and then stores the object without a
     # lock (moto/s3/responses.py), so a thread race against moto tests moto, not us.
     store = LocalDirStore(tmp_path, create=True)
@@ -218,7 +219,7 @@ def test_if_none_match_race_has_one_winner(tmp_path) -> None:
         data = f"writer-{i}".encode()
         barrier.wait()
         try:
-            store.put("LOCK", data, if_none_match=True)
+            store.put("LOCK", data, mode=PutMode.CREATE)
             winners.append(data)
         except PreconditionFailed as exc:
             losers.append(exc)
@@ -235,15 +236,26 @@ def test_if_none_match_race_has_one_winner(tmp_path) -> None:
     assert store.get("LOCK") == winners[0]
 
 
-def test_if_match_compare_and_swap(store: ObjectStore) -> None:
+def test_put_mode_carries_an_etag_exactly_when_it_replaces() -> None:
+    from levels3.stores import PutCondition
+
+    assert PutMode.replace('"e1"').etag == '"e1"' and PutMode.replace('"e1"').conditional
+    assert PutMode.CREATE.conditional and not PutMode.OVERWRITE.conditional
+    assert repr(PutMode.CREATE) == "PutMode.CREATE"
+    for bad in (lambda: PutMode(PutCondition.REPLACE), lambda: PutMode(PutCondition.CREATE, '"e1"')):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_replace_mode_compare_and_swap(store: ObjectStore) -> None:
     e1 = store.put("CURRENT", b"MANIFEST-1")
-    e2 = store.put("CURRENT", b"MANIFEST-2", if_match=e1)
+    e2 = store.put("CURRENT", b"MANIFEST-2", mode=PutMode.replace(e1))
     assert e2 != e1
     with pytest.raises(PreconditionFailed):
-        store.put("CURRENT", b"MANIFEST-3", if_match=e1)  # stale ETag
+        store.put("CURRENT", b"MANIFEST-3", mode=PutMode.replace(e1))  # stale ETag
     assert store.get("CURRENT") == b"MANIFEST-2"
     with pytest.raises(PreconditionFailed):
-        store.put("absent", b"x", if_match=e2)  # nothing to replace
+        store.put("absent", b"x", mode=PutMode.replace(e2))  # nothing to replace
 
 
 def test_conditional_delete(store: ObjectStore) -> None:
@@ -264,13 +276,13 @@ def test_probe_conditional_writes_passes_and_cleans_up(store: ObjectStore) -> No
 
 
 class _IgnoresConditions(LocalDirStore):
-    def put(self, key, data, *, if_none_match=False, if_match=None, metadata=None):  # type: ignore[override]
+    def put(self, key, data, *, mode=PutMode.OVERWRITE, metadata=None):  # type: ignore[override]
         return super().put(key, data, metadata=metadata)
 
 
 class _AnswersNotImplemented(LocalDirStore):
-    def put(self, key, data, *, if_none_match=False, if_match=None, metadata=None):  # type: ignore[override]
-        if if_none_match or if_match:
+    def put(self, key, data, *, mode=PutMode.OVERWRITE, metadata=None):  # type: ignore[override]
+        if mode.conditional:
             raise StoreError("501 NotImplemented", operation="put", key=key, status=501, code="NotImplemented")
         return super().put(key, data, metadata=metadata)
 
@@ -331,7 +343,7 @@ def _create_worker(root: str, keys: list[str], barrier, results) -> None:
     for key in keys:
         barrier.wait()
         try:
-            store.put(key, str(os.getpid()).encode(), if_none_match=True)
+            store.put(key, str(os.getpid()).encode(), mode=PutMode.CREATE)
             won.append(key)
         except PreconditionFailed:
             pass
@@ -345,13 +357,13 @@ def _increment_worker(root: str, rounds: int) -> None:
         info = store.head("counter")
         value = int(store.get("counter"))
         try:
-            store.put("counter", str(value + 1).encode(), if_match=info.etag)
+            store.put("counter", str(value + 1).encode(), mode=PutMode.replace(info.etag))
             done += 1
         except PreconditionFailed:
             continue  # lost the race: read again
 
 
-def test_local_if_none_match_across_processes(tmp_path) -> None:
+def test_local_create_mode_across_processes(tmp_path) -> None:
     LocalDirStore(tmp_path, create=True)
     ctx = multiprocessing.get_context("fork")
     keys = [f"LOCK-{i}" for i in range(20)]
@@ -391,7 +403,7 @@ def test_missing_bucket_fails_fast_and_clearly(where: str, request: pytest.Fixtu
     counting = CountingStore(S3Store("levels3-no-such-bucket", "db", options))
     store = RetryingStore(counting, max_attempts=5, base_delay=1.0)
     began = time.monotonic()
-    for call in (lambda: store.get("CURRENT"), lambda: list(store.list()), lambda: store.put("LOCK", b"x", if_none_match=True)):
+    for call in (lambda: store.get("CURRENT"), lambda: list(store.list()), lambda: store.put("LOCK", b"x", mode=PutMode.CREATE)):
         with pytest.raises(StoreError, match="bucket 'levels3-no-such-bucket' does not exist") as info:
             call()
         assert not isinstance(info.value, ObjectNotFound)
@@ -434,7 +446,7 @@ def test_secrets_never_appear(moto_endpoint: str, server_bucket: str, caplog) ->
     secret, token, access = "levels3-SECRET-key-9f8e7d", "levels3-SESSION-token-1a2b", "AKIALEVELS3ACCESSID"
     options = S3Options(endpoint_url=moto_endpoint, region=REGION, access_key=access, secret_key=secret, session_token=token)
     store = RetryingStore(CountingStore(S3Store(server_bucket, "db", options)), max_attempts=2, base_delay=0.01)
-    store.put("k", b"v", if_none_match=True)
+    store.put("k", b"v", mode=PutMode.CREATE)
     store.get("k")
     list(store.list())
     store.head("k")
@@ -533,14 +545,14 @@ def test_retry_recovers_from_transient_faults(store: ObjectStore) -> None:
     retrying = RetryingStore(faults, max_attempts=12, base_delay=0.001, sleep=no_sleep)
     etags = {}
     for i in range(15):
-        etags[i] = retrying.put(f"{i:06d}.ldb", f"table {i}".encode(), if_none_match=True)
+        etags[i] = retrying.put(f"{i:06d}.ldb", f"table {i}".encode(), mode=PutMode.CREATE)
     for i in range(15):
         assert retrying.get(f"{i:06d}.ldb") == f"table {i}".encode()
         assert retrying.head(f"{i:06d}.ldb").etag == etags[i]
     assert [info.key for info in retrying.list()] == [f"{i:06d}.ldb" for i in range(15)]
-    current = retrying.put("CURRENT", b"1", if_none_match=True)
+    current = retrying.put("CURRENT", b"1", mode=PutMode.CREATE)
     for n in range(2, 8):
-        current = retrying.put("CURRENT", str(n).encode(), if_match=current)
+        current = retrying.put("CURRENT", str(n).encode(), mode=PutMode.replace(current))
     assert store.get("CURRENT") == b"7"
     retrying.delete("CURRENT", if_match=current)
     assert faults.injected > 5
@@ -551,9 +563,9 @@ def test_retry_does_not_repeat_permanent_errors(store: ObjectStore) -> None:
     retrying = RetryingStore(counting, max_attempts=5, base_delay=0.001, sleep=no_sleep)
     with pytest.raises(ObjectNotFound):
         retrying.get("absent")
-    retrying.put("LOCK", b"x", if_none_match=True)
+    retrying.put("LOCK", b"x", mode=PutMode.CREATE)
     with pytest.raises(PreconditionFailed):
-        retrying.put("LOCK", b"y", if_none_match=True)
+        retrying.put("LOCK", b"y", mode=PutMode.CREATE)
     with pytest.raises(ConfigurationError):
         retrying.put("../escape", b"y")
     assert counting.requests == {"get": 1, "put": 3, "list": 0, "delete": 0, "head": 0}  # one call each
@@ -584,7 +596,7 @@ def _fail_once_after(store: ObjectStore) -> tuple[FaultInjectingStore, RetryingS
 
 def test_landed_create_then_412_is_success(store: ObjectStore) -> None:
     faults, retrying = _fail_once_after(store)
-    etag = retrying.put("LOCK", b"mine", if_none_match=True, metadata={"owner": "me"})
+    etag = retrying.put("LOCK", b"mine", mode=PutMode.CREATE, metadata={"owner": "me"})
     assert faults.injected == 1
     info = store.head("LOCK")
     assert etag == info.etag and store.get("LOCK") == b"mine"
@@ -594,7 +606,7 @@ def test_landed_create_then_412_is_success(store: ObjectStore) -> None:
 def test_landed_swap_then_412_is_success(store: ObjectStore) -> None:
     first = store.put("CURRENT", b"MANIFEST-1")
     faults, retrying = _fail_once_after(store)
-    etag = retrying.put("CURRENT", b"MANIFEST-2", if_match=first)
+    etag = retrying.put("CURRENT", b"MANIFEST-2", mode=PutMode.replace(first))
     assert faults.injected == 1 and etag == store.head("CURRENT").etag and etag != first
 
 
@@ -608,7 +620,7 @@ def test_landed_conditional_delete_is_success(store: ObjectStore) -> None:
 
 
 def test_someone_elses_object_still_refuses_the_retry(store: ObjectStore) -> None:
-    store.put("LOCK", b"theirs", if_none_match=True)
+    store.put("LOCK", b"theirs", mode=PutMode.CREATE)
     faults = FaultInjectingStore(store, rate=1.0, seed=3, kinds=("503",), when=("before",))
 
     def heal(_: float) -> None:
@@ -616,7 +628,7 @@ def test_someone_elses_object_still_refuses_the_retry(store: ObjectStore) -> Non
 
     retrying = RetryingStore(faults, max_attempts=3, base_delay=0.001, sleep=heal)
     with pytest.raises(PreconditionFailed):
-        retrying.put("LOCK", b"mine", if_none_match=True)
+        retrying.put("LOCK", b"mine", mode=PutMode.CREATE)
     assert store.get("LOCK") == b"theirs"
 
 
@@ -682,9 +694,9 @@ class _Recording(LocalDirStore):
 
     seen: list[Mapping[str, str] | None]
 
-    def put(self, key, data, *, if_none_match=False, if_match=None, metadata=None):  # type: ignore[override]
+    def put(self, key, data, *, mode=PutMode.OVERWRITE, metadata=None):  # type: ignore[override]
         self.seen.append(metadata)
-        return super().put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=metadata)
+        return super().put(key, data, mode=mode, metadata=metadata)
 
 
 @pytest.mark.parametrize("ambiguous", [True, False])
@@ -694,7 +706,7 @@ def test_conditional_puts_carry_a_token_where_a_failed_attempt_may_have_landed(t
     inner.ambiguous_failures = ambiguous  # S3 (a lost response) vs the local store (fails before it publishes)
     retrying = RetryingStore(inner, max_attempts=2, base_delay=0.001)
     retrying.put("a", b"1")
-    retrying.put("b", b"1", if_none_match=True, metadata={"x": "y"})
+    retrying.put("b", b"1", mode=PutMode.CREATE, metadata={"x": "y"})
     assert inner.seen[0] is None
     assert inner.seen[1]["x"] == "y"
     assert (len(inner.seen[1].get(TOKEN_METADATA_KEY, "")) == 32) == ambiguous

@@ -16,6 +16,7 @@ from ..engine.catalog import Catalog
 from ..engine.layout import CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key, parse_key
 from ..errors import ObjectNotFound
 from ..lock import LeaseLock
+from ..stores.base import PutMode
 from ._common import CommandError, UsageError, emit_json, human_bytes, open_store, progress
 
 log = logging.getLogger("levels3.cli")
@@ -168,7 +169,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                         data = f.read()
                     lease.check()
                     store.put(object_key(name, IMPORT_EPOCH, 0 if kind.segmented else None), data,
-                              if_none_match=True)
+                              mode=PutMode.CREATE)
                     bar.update(len(data))
                     return len(data)
 
@@ -179,7 +180,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                         nbytes += sum(pool.map(upload, batch))
                 lease.check()
                 # The commit point, last; a levels3 writer opening it fences CURRENT to epoch 2.
-                store.put(CURRENT_NAME, current, if_none_match=True, metadata={EPOCH_METADATA: str(IMPORT_EPOCH)})
+                store.put(CURRENT_NAME, current, mode=PutMode.CREATE, metadata={EPOCH_METADATA: str(IMPORT_EPOCH)})
                 bar.update(len(current))
                 nbytes += len(current)
         finally:

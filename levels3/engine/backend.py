@@ -27,7 +27,7 @@ from ..errors import (
 from ..lock import LeaseLock
 from ..options import Location, StoreOptions, parse_location
 from ..stores.assembly import build_store, ensure_conditional_writes, resolve_options
-from ..stores.base import ObjectStore
+from ..stores.base import ObjectStore, PutMode
 from ..stores.counting import CountingStore
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
@@ -190,7 +190,7 @@ class Backend:
             body = self.store.get(CURRENT_NAME)
             epoch = int(info.metadata.get(EPOCH_METADATA, "0") or 0) + 1
             try:
-                self.current_etag = self.store.put(CURRENT_NAME, body, if_match=info.etag,
+                self.current_etag = self.store.put(CURRENT_NAME, body, mode=PutMode.replace(info.etag),
                                                    metadata={EPOCH_METADATA: str(epoch)})
             except PreconditionFailed:
                 log.info("CURRENT changed while fencing %s; retrying", self.location.url)
@@ -314,7 +314,7 @@ class Backend:
         body = json.dumps({"version": FORMAT_VERSION, "name": name, "epoch": self.epoch, "created": time.time(),
                            "current": current, "files": files}, sort_keys=True).encode()
         try:
-            self.store.put(key, body, if_none_match=True)
+            self.store.put(key, body, mode=PutMode.CREATE)
         except PreconditionFailed:
             raise Error(f"a checkpoint named {name!r} already exists in {self.location.url}") from None
 
@@ -445,7 +445,7 @@ class Backend:
         merged = record.objects[len(record.objects) - absorbed:] if absorbed else []
         offset = merged[0].offset if merged else start
         key = object_key(record.name, record.epoch, offset, end=size, level=level)
-        etag = self.store.put(key, self._read_local(record.name, offset, size), if_none_match=True)
+        etag = self.store.put(key, self._read_local(record.name, offset, size), mode=PutMode.CREATE)
         record.objects[len(record.objects) - absorbed:] = [StoredObject(key, offset, size - offset, etag, level)]
         # A sync is acknowledged only if the lease was still ours when the segment
         # landed: then no successor can have listed the store before it did.
@@ -461,7 +461,7 @@ class Backend:
         key = object_key(record.name, record.epoch)
         data = self._read_local(record.name, 0, size)
         try:
-            etag = self.store.put(key, data, if_none_match=True)
+            etag = self.store.put(key, data, mode=PutMode.CREATE)
         except PreconditionFailed:
             raise IOError(f"{key} already exists in the store: another writer used this epoch") from None
         record.objects.append(StoredObject(key, 0, size, etag))
@@ -543,10 +543,8 @@ class Backend:
         data = self._read_local(temp_name, 0, size)
         metadata = {EPOCH_METADATA: str(self.epoch)}
         try:
-            if self.current_etag is None:
-                etag = self.store.put(CURRENT_NAME, data, if_none_match=True, metadata=metadata)
-            else:
-                etag = self.store.put(CURRENT_NAME, data, if_match=self.current_etag, metadata=metadata)
+            mode = PutMode.CREATE if self.current_etag is None else PutMode.replace(self.current_etag)
+            etag = self.store.put(CURRENT_NAME, data, mode=mode, metadata=metadata)
         except PreconditionFailed:
             raise LeaseLostError(f"CURRENT of {self.location.url} was changed by another writer; "
                                  "this writer has been fenced out") from None

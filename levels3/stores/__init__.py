@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .assembly import build_store, ensure_conditional_writes, open_store, resolve_options
-from .base import ObjectInfo, ObjectStore
+from .base import ObjectInfo, ObjectStore, PutCondition, PutMode
 from .counting import CountingStore
 from .faults import FaultInjectingStore, InjectedFault
 from .local import LocalDirStore, validate_key
@@ -25,6 +25,8 @@ __all__ = [
     "LocalDirStore",
     "ObjectInfo",
     "ObjectStore",
+    "PutCondition",
+    "PutMode",
     "RetryingStore",
     "S3Store",
     "TOKEN_METADATA_KEY",

@@ -3,14 +3,56 @@
 A store is always scoped to one database: keys are relative to the database's
 prefix, so nothing outside it can be read, written or deleted by construction.
 Wrappers (retry, request counting, fault injection) implement the same
-interface around an inner store instead of branching inside it.
+interface around an inner store instead of branching inside it. Owns
+ObjectStore, ObjectInfo and PutMode; imports nothing of levels3.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import ClassVar, Iterator, Mapping, Sequence
+
+
+class PutCondition(enum.Enum):
+    OVERWRITE = "overwrite"  # replace whatever is there, or create
+    CREATE = "create"  # only if nothing is there (If-None-Match: *)
+    REPLACE = "replace"  # only the version with this ETag (If-Match)
+
+
+@dataclass(frozen=True)
+class PutMode:
+    """How a put treats the object already at its key: ``PutMode.OVERWRITE``,
+    ``PutMode.CREATE`` (create only if absent) or ``PutMode.replace(etag)``
+    (replace only that version). A refused condition raises PreconditionFailed."""
+
+    condition: PutCondition
+    etag: str | None = None  # the version a REPLACE requires
+
+    OVERWRITE: ClassVar["PutMode"]
+    CREATE: ClassVar["PutMode"]
+
+    def __post_init__(self) -> None:
+        if (self.condition is PutCondition.REPLACE) != (self.etag is not None):
+            raise ValueError("an ETag goes with PutCondition.REPLACE, and only with it")
+
+    @classmethod
+    def replace(cls, etag: str) -> "PutMode":
+        return cls(PutCondition.REPLACE, etag)
+
+    @property
+    def conditional(self) -> bool:
+        return self.condition is not PutCondition.OVERWRITE
+
+    def __repr__(self) -> str:
+        if self.condition is PutCondition.REPLACE:
+            return f"PutMode.replace({self.etag!r})"
+        return f"PutMode.{self.condition.name}"
+
+
+PutMode.OVERWRITE = PutMode(PutCondition.OVERWRITE)
+PutMode.CREATE = PutMode(PutCondition.CREATE)
 
 
 @dataclass(frozen=True)
@@ -51,14 +93,13 @@ class ObjectStore(abc.ABC):
         key: str,
         data: bytes,
         *,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        mode: PutMode = PutMode.OVERWRITE,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         """Store ``data`` atomically and return the new ETag.
 
-        ``if_none_match=True`` creates only if absent; ``if_match=etag`` replaces
-        only the version with that ETag.  Either refused -> PreconditionFailed.
+        ``mode`` says what may be there already (see PutMode); a refused
+        condition raises PreconditionFailed.
         """
 
     @abc.abstractmethod

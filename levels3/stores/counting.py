@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
-from .base import ObjectInfo, ObjectStore
+from .base import ObjectInfo, ObjectStore, PutMode
 
 KINDS = ("get", "put", "list", "delete", "head")
 #: S3 ListObjectsV2 returns at most this many keys per page (one request each).
@@ -110,13 +110,12 @@ class CountingStore(ObjectStore):
         key: str,
         data: bytes,
         *,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        mode: PutMode = PutMode.OVERWRITE,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         return self._timed(
             "put",
-            lambda: self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=metadata),
+            lambda: self.inner.put(key, data, mode=mode, metadata=metadata),
             up=len(data),
         )
 

@@ -8,7 +8,7 @@ import time
 from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 from ..errors import StoreError
-from .base import ObjectInfo, ObjectStore
+from .base import ObjectInfo, ObjectStore, PutMode
 
 T = TypeVar("T")
 
@@ -99,12 +99,11 @@ class FaultInjectingStore(ObjectStore):
         key: str,
         data: bytes,
         *,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        mode: PutMode = PutMode.OVERWRITE,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         return self._call(
-            "put", key, lambda: self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=metadata)
+            "put", key, lambda: self.inner.put(key, data, mode=mode, metadata=metadata)
         )
 
     def delete_many(self, keys: Sequence[str]) -> None:

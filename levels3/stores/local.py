@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
-from .base import ObjectInfo, ObjectStore
+from .base import ObjectInfo, ObjectStore, PutCondition, PutMode
 
 TMP_DIR = ".levels3-tmp"
 DELETED_SUFFIX = ".deleted"  # objects delete_many has renamed out of the namespace, not yet freed
@@ -240,8 +240,7 @@ class LocalDirStore(ObjectStore):
         key: str,
         data: bytes,
         *,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        mode: PutMode = PutMode.OVERWRITE,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         path = self._path(key)
@@ -260,7 +259,7 @@ class LocalDirStore(ObjectStore):
                 old = self._current_etag(path)
                 if os.path.isdir(path):
                     raise StoreError(f"put {key!r}: a directory of objects has that name", operation="put", key=key)
-                if if_none_match:
+                if mode.condition is PutCondition.CREATE:
                     try:
                         os.link(tmp, path)  # fails if the name exists: create-if-absent
                     except FileExistsError:
@@ -268,7 +267,7 @@ class LocalDirStore(ObjectStore):
                             f"put {key!r}: object already exists", operation="put", key=key
                         ) from None
                 else:
-                    if if_match is not None and old != if_match:
+                    if mode.condition is PutCondition.REPLACE and old != mode.etag:
                         what = "does not exist" if old is None else "was changed"
                         raise PreconditionFailed(f"put {key!r}: object {what}", operation="put", key=key)
                     os.replace(tmp, path)

@@ -16,7 +16,7 @@ import uuid
 from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 from ..errors import ObjectNotFound, PreconditionFailed, StoreError
-from .base import ObjectInfo, ObjectStore
+from .base import ObjectInfo, ObjectStore, PutMode
 
 #: User-metadata key carrying the unique token of a conditional PUT.
 TOKEN_METADATA_KEY = "levels3-token"
@@ -119,17 +119,16 @@ class RetryingStore(ObjectStore):
         key: str,
         data: bytes,
         *,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        mode: PutMode = PutMode.OVERWRITE,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
-        if not if_none_match and if_match is None:
+        if not mode.conditional:
             # Unconditional PUT is idempotent: repeating it is always safe.
             return self._call("put", key, lambda: self.inner.put(key, data, metadata=metadata))
         if not self.inner.ambiguous_failures:
             # A refused retry can only mean someone else's object: no token needed.
             return self._call(
-                "put", key, lambda: self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=metadata)
+                "put", key, lambda: self.inner.put(key, data, mode=mode, metadata=metadata)
             )
 
         token = uuid.uuid4().hex
@@ -137,7 +136,7 @@ class RetryingStore(ObjectStore):
         tagged[TOKEN_METADATA_KEY] = token
 
         def attempt() -> str:
-            return self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match, metadata=tagged)
+            return self.inner.put(key, data, mode=mode, metadata=tagged)
 
         def refused(exc: PreconditionFailed | ObjectNotFound) -> str:
             # An earlier attempt may have landed and the retry then lost against it.

@@ -18,7 +18,7 @@ import botocore.exceptions
 
 from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
 from ..options import StoreOptions
-from .base import DELETE_BATCH, ObjectInfo, ObjectStore
+from .base import DELETE_BATCH, ObjectInfo, ObjectStore, PutCondition, PutMode
 from .local import validate_key
 
 _ACCESS_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"})
@@ -218,23 +218,22 @@ class S3Store(ObjectStore):
         key: str,
         data: bytes,
         *,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        mode: PutMode = PutMode.OVERWRITE,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         full = self._full_key(key)
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "Body": data}
-        if if_none_match:
+        if mode.condition is PutCondition.CREATE:
             kwargs["IfNoneMatch"] = "*"
-        if if_match is not None:
-            kwargs["IfMatch"] = if_match
+        elif mode.condition is PutCondition.REPLACE:
+            kwargs["IfMatch"] = mode.etag
         if metadata:
             kwargs["Metadata"] = dict(metadata)
         began = time.monotonic()
         try:
             response = self._client.put_object(**kwargs)
         except Exception as exc:
-            raise self._error(exc, "put", key, conditional=if_match is not None) from exc
+            raise self._error(exc, "put", key, conditional=mode.condition is PutCondition.REPLACE) from exc
         self._debug("put", key, began, len(data))
         return response["ETag"]
 
@@ -305,7 +304,7 @@ def probe_conditional_writes(store: ObjectStore) -> None:
     key = f".levels3-probe/{uuid.uuid4().hex}"
     try:
         try:
-            store.put(key, b"probe", if_none_match=True)
+            store.put(key, b"probe", mode=PutMode.CREATE)
         except StoreError as exc:
             if exc.status == 501 or exc.code in _NOT_IMPLEMENTED_CODES:
                 raise StoreError(
@@ -316,7 +315,7 @@ def probe_conditional_writes(store: ObjectStore) -> None:
                 ) from exc
             raise
         try:
-            store.put(key, b"probe again", if_none_match=True)
+            store.put(key, b"probe again", mode=PutMode.CREATE)
         except PreconditionFailed:
             pass
         else:
@@ -327,7 +326,7 @@ def probe_conditional_writes(store: ObjectStore) -> None:
                 key=key,
             )
         try:
-            store.put(key, b"probe again", if_match='"levels3-probe-mismatch"')
+            store.put(key, b"probe again", mode=PutMode.replace('"levels3-probe-mismatch"'))
         except PreconditionFailed:
             pass
         else:
