@@ -40,10 +40,13 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import ConfigurationError, LeaseLostError, LockError, ObjectNotFound, PreconditionFailed, StoreError
 from .stores.base import ObjectStore, PutMode
+
+if TYPE_CHECKING:
+    from .options import StoreOptions
 
 log = logging.getLogger("levels3.lock")
 
@@ -359,6 +362,7 @@ class LeaseLock:
                 self._seq += 1
                 seq = self._seq
                 etag = self._etag
+                assert etag is not None  # held: set when the lease was won
                 body = self._encode(seq)
             started = self._clock()
             self._attempt_starts[seq] = started
@@ -490,3 +494,9 @@ class LeaseLock:
 
     def _metadata(self, seq: int) -> dict[str, str]:
         return {WRITER_METADATA_KEY: self.writer_id, SEQ_METADATA_KEY: str(seq)}
+
+
+def database_lease(store: ObjectStore, options: "StoreOptions", *, wait: float | None = None) -> LeaseLock:
+    """The lease on a database's LOCK, timed by its StoreOptions (``wait`` overrides lock_timeout)."""
+    return LeaseLock(store, key=LOCK_KEY, lease_duration=options.lease_duration, lease_renewal=options.lease_renewal,
+                     lock_timeout=options.lock_timeout if wait is None else wait)

@@ -1,4 +1,9 @@
-"""info, verify, gc and lock: looking into a database and keeping it tidy."""
+"""info, verify, gc and lock: looking into a database and keeping it tidy.
+
+Presents what the engine's inventory (levels3.engine.inventory) finds and
+what its gc policy allows; the lease comes from levels3.lock. Nothing here
+parses LevelDB's formats or decides what may be deleted.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,23 @@ import sys
 import time
 from typing import Any
 
+from ..engine.inventory import Analysis, analyze, object_times, plan_gc
 from ..engine.layout import LOCK_KEY
 from ..errors import Error, LockError, ObjectNotFound
-from ..lock import LeaseLock, describe_holder, read_holder
+from ..lock import database_lease, describe_holder, read_holder
 from ._common import CommandError, emit_json, human_bytes, open_db, open_store
-from ._manifest import KIND_LABELS, Analysis, Entry, age_text, analyze, object_times
 
 PROPERTIES = ("leveldb.stats", "leveldb.sstables", "leveldb.approximate-memory-usage")
+KIND_LABELS = {
+    "table": "tables",
+    "wal": "WAL segments",
+    "manifest": "MANIFEST segments",
+    "current": "CURRENT",
+    "lock": "LOCK",
+    "checkpoint": "checkpoints",
+    "archived": "archived (lost/)",
+    "foreign": "other objects",
+}
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -213,19 +228,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0 if analysis.has_database else 1
 
 
+def age_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
 # -- verify ------------------------------------------------------------------------------------------
-
-
-def _lease(store: Any, options: Any, timeout: float | None = None) -> LeaseLock:
-    return LeaseLock(store, key=LOCK_KEY, lease_duration=options.lease_duration,
-                     lease_renewal=options.lease_renewal,
-                     lock_timeout=options.lock_timeout if timeout is None else timeout)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     location, options, store = open_store(args, args.url)
     try:
-        lease = _lease(store, options)
+        lease = database_lease(store, options)
         lease.acquire()
         try:
             analysis = analyze(store, check_crc=True)
@@ -290,29 +309,20 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
         raise UsageError("--grace must be >= 0")
     location, options, store = open_store(args, args.url)
-    deleted: list[Entry] = []
     try:
-        lease = _lease(store, options)
+        lease = database_lease(store, options)
         lease.acquire()
         try:
-            times = object_times(store)
-            analysis = analyze(store, times=times)
-            if not analysis.has_database:
-                raise CommandError(f"no database at {location.url} (no CURRENT object); gc removes nothing "
-                                   "when nothing is committed")
-            if analysis.problems:
-                raise CommandError("the database is damaged, gc removes nothing (orphans may be needed to "
-                                   "repair it): " + "; ".join(analysis.problems))
+            analysis = analyze(store, times=object_times(store))
             now = time.time()
-            eligible: list[Entry] = []
-            young: list[Entry] = []
-            for e in analysis.orphans():
-                (eligible if e.mtime is not None and now - e.mtime >= args.grace else young).append(e)
+            try:
+                eligible, young = plan_gc(analysis, location.url, grace=args.grace, now=now)
+            except Error as exc:
+                raise CommandError(str(exc)) from None
             if args.delete:
                 for e in eligible:
                     lease.check()
                     store.delete(e.key)
-                    deleted.append(e)
         finally:
             lease.release()
     finally:
@@ -370,7 +380,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("not confirmed; the lock is left alone")
         print(f"waiting up to {stale_after:g} s for the lease to be observed expired...", file=sys.stderr)
-        lease = _lease(store, options, timeout=stale_after + max(2.0, stale_after / 2))
+        lease = database_lease(store, options, wait=stale_after + max(2.0, stale_after / 2))
         started = time.monotonic()
         try:
             lease.acquire()

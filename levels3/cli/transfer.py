@@ -1,4 +1,9 @@
-"""import and export: a plain LevelDB directory into a store and back, unchanged."""
+"""import and export: a plain LevelDB directory into a store and back, unchanged.
+
+Uploads and downloads files through the store interface, with the object
+names of engine.layout; an import commits CURRENT with engine.commit like any
+writer. Takes the database lease from levels3.lock.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..engine.catalog import Catalog
-from ..engine.layout import CURRENT_NAME, EPOCH_METADATA, LOCK_KEY, FileKind, kind_of, object_key, parse_key
+from ..engine.commit import commit_current
+from ..engine.layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, object_key, parse_key
 from ..errors import ObjectNotFound
-from ..lock import LeaseLock
+from ..lock import database_lease
 from ..stores.base import PutMode
+from ..stores.local import fsync_dir
 from ._common import CommandError, UsageError, emit_json, human_bytes, open_store, progress
 
 log = logging.getLogger("levels3.cli")
@@ -61,11 +68,6 @@ def _summary(args: argparse.Namespace, verb: str, files: int, nbytes: int, start
         emit_json({"files": files, "bytes": nbytes, "seconds": round(seconds, 3), **extra})
     elif not args.quiet:
         print(f"{verb} {files} files, {human_bytes(nbytes)} ({nbytes} bytes) in {seconds:.2f} s")
-
-
-def _lease(store: Any, options: Any) -> LeaseLock:
-    return LeaseLock(store, key=LOCK_KEY, lease_duration=options.lease_duration,
-                     lease_renewal=options.lease_renewal, lock_timeout=options.lock_timeout)
 
 
 def _check_jobs(args: argparse.Namespace) -> None:
@@ -144,7 +146,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             name, size = too_big[0]
             raise CommandError(f"{name} is {size} bytes, above the largest object levels3 reads "
                                f"(max_object_size={options.max_object_size})")
-        lease = _lease(store, options)
+        lease = database_lease(store, options)
         lease.acquire()
         try:
             existing = [info for info in store.list("") if info.key != LOCK_KEY and parse_key(info.key) is not None]
@@ -180,7 +182,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                         nbytes += sum(pool.map(upload, batch))
                 lease.check()
                 # The commit point, last; a levels3 writer opening it fences CURRENT to epoch 2.
-                store.put(CURRENT_NAME, current, mode=PutMode.CREATE, metadata={EPOCH_METADATA: str(IMPORT_EPOCH)})
+                commit_current(store, current, epoch=IMPORT_EPOCH, replacing=None)
                 bar.update(len(current))
                 nbytes += len(current)
         finally:
@@ -206,7 +208,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     location, options, store = open_store(args, args.url)
     created = not os.path.exists(dest)
     try:
-        lease = _lease(store, options)
+        lease = database_lease(store, options)
         lease.acquire()
         try:
             catalog = Catalog.load(store)
@@ -240,7 +242,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 with ThreadPoolExecutor(max_workers=args.jobs) as pool:
                     nbytes = sum(pool.map(download, records))
                 nbytes += download(current)  # the commit point, last
-            _fsync_dir(dest)
+            fsync_dir(dest)
         finally:
             lease.release()
     except BaseException as exc:
@@ -258,11 +260,3 @@ def cmd_export(args: argparse.Namespace) -> int:
         store.close()
     _summary(args, "exported", len(records) + 1, nbytes, started, directory=dest)
     return 0
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

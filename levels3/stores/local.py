@@ -48,6 +48,15 @@ def validate_key(key: str, *, prefix: bool = False) -> str:
     return key
 
 
+def fsync_dir(path: str) -> None:
+    """Make the directory's latest entries (a rename, a new or removed file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _etag(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
 
@@ -172,13 +181,6 @@ class LocalDirStore(ObjectStore):
             except FileNotFoundError:
                 pass
 
-    def _fsync_dir(self, path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def _unlink_version(self, path: str, etag: str) -> None:
         """Remove the object at path (whose current version is etag) and its metadata; lock held."""
         os.unlink(path)
@@ -190,7 +192,7 @@ class LocalDirStore(ObjectStore):
         self._prune_empty_dirs(directory)
         while not os.path.isdir(directory):
             directory = os.path.dirname(directory)
-        self._fsync_dir(directory)
+        fsync_dir(directory)
 
     def _prune_empty_dirs(self, directory: str) -> None:
         while directory != self.root and directory.startswith(self.root + os.sep):
@@ -272,7 +274,7 @@ class LocalDirStore(ObjectStore):
                         raise PreconditionFailed(f"put {key!r}: object {what}", operation="put", key=key)
                     os.replace(tmp, path)
                     self._drop_meta(old)
-                self._fsync_dir(parent)
+                fsync_dir(parent)
         except StoreError:
             self._drop_meta(etag)
             raise
