@@ -1,3 +1,6 @@
+// ObjectEnv and its file classes. The contract (lifetimes, concurrency) is in
+// object_env.h: every class here holds a reference to the Env's callback
+// table (`cb_`) and so must not outlive the Env.
 #include "object_env.h"
 
 #include <errno.h>
@@ -12,12 +15,13 @@
 
 namespace levels3 {
 
+using leveldb::Env;
+using leveldb::Slice;
+using leveldb::Status;
+
 std::atomic<bool> g_interpreter_exiting{false};
 
 namespace {
-
-using leveldb::Slice;
-using leveldb::Status;
 
 Status PosixError(const std::string& context, int err) {
   if (err == ENOENT) return Status::NotFound(context, std::strerror(err));
@@ -31,7 +35,7 @@ bool BackendGone(std::string* error) {
   return true;
 }
 
-// Reads a file the backend pinned in the local cache; unpins on destruction.
+// Reads a file the control path pinned in the local cache; unpins on destruction.
 class PinnedFile {
  public:
   PinnedFile(const BackendCallbacks& cb, std::string name, int fd)
@@ -75,7 +79,8 @@ class CachedSequentialFile final : public leveldb::SequentialFile, private Pinne
 };
 
 // Tables are immutable once written, so a read-only mapping is safe and lets a
-// warm read return a slice without a system call or a copy.
+// warm read return a slice without a system call or a copy. LevelDB shares one
+// of these between threads (through its table cache): Read keeps no state.
 class CachedRandomAccessFile final : public leveldb::RandomAccessFile, private PinnedFile {
  public:
   CachedRandomAccessFile(const BackendCallbacks& cb, std::string name, int fd)
@@ -112,9 +117,10 @@ class CachedRandomAccessFile final : public leveldb::RandomAccessFile, private P
   uint64_t map_size_ = 0;
 };
 
-// Appends go to a local file through a buffer; Sync and Close hand the bytes
-// written so far to the backend, which decides what reaches the store (a whole
-// table on close, only the new tail of a log, nothing for a temp file).
+// Appends go to a local file through a buffer (LevelDB writes each file from
+// one thread at a time); Sync and Close hand the bytes written so far to the
+// control path, which decides what reaches the store (a whole table on close,
+// only the new tail of a log, nothing for a temp file).
 class CachedWritableFile final : public leveldb::WritableFile {
  public:
   CachedWritableFile(const BackendCallbacks& cb, std::string name, int fd)
@@ -178,7 +184,7 @@ class CachedWritableFile final : public leveldb::WritableFile {
     std::string error;
     if (BackendGone(&error)) return Status::IOError(name_, error);
     int r = cb_.persist(cb_.backend, name_, size_, final ? 1 : 0, &error);
-    return ObjectEnv::ToStatus(r, name_, error);
+    return StatusFromCallback(r, name_, error);
   }
 
   Status FlushBuffer() {
@@ -232,14 +238,42 @@ class BackendLogger final : public leveldb::Logger {
   const BackendCallbacks& cb_;
 };
 
+// The Env itself; see object_env.h for its contract.
+class ObjectEnv final : public leveldb::EnvWrapper {
+ public:
+  // `dbname` is the local cache directory LevelDB is opened on.
+  ObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks)
+      : leveldb::EnvWrapper(leveldb::Env::Default()), dbname_(dbname), callbacks_(callbacks) {}
+
+  Status NewSequentialFile(const std::string& fname, leveldb::SequentialFile** result) override;
+  Status NewRandomAccessFile(const std::string& fname, leveldb::RandomAccessFile** result) override;
+  Status NewWritableFile(const std::string& fname, leveldb::WritableFile** result) override;
+  Status NewAppendableFile(const std::string& fname, leveldb::WritableFile** result) override;
+  bool FileExists(const std::string& fname) override;
+  Status GetChildren(const std::string& dir, std::vector<std::string>* result) override;
+  Status RemoveFile(const std::string& fname) override;
+  Status CreateDir(const std::string& dirname) override;
+  Status RemoveDir(const std::string& dirname) override;
+  Status GetFileSize(const std::string& fname, uint64_t* file_size) override;
+  Status RenameFile(const std::string& src, const std::string& target) override;
+  Status LockFile(const std::string& fname, leveldb::FileLock** lock) override;
+  Status UnlockFile(leveldb::FileLock* lock) override;
+  Status NewLogger(const std::string& fname, leveldb::Logger** result) override;
+  // Schedule, StartThread, NowMicros, SleepForMicroseconds and
+  // GetTestDirectory touch no database file and stay with the default Env.
+
+ private:
+  // "dbname/000005.log" -> "000005.log"; InvalidArgument for paths outside dbname.
+  Status Relative(const std::string& path, std::string* name) const;
+  Status OpenPinned(const std::string& fname, std::string* name, int* fd);
+
+  const std::string dbname_;
+  const BackendCallbacks callbacks_;  // file and logger objects hold references to it
+};
+
 }  // namespace
 
-ObjectEnv::ObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks)
-    : leveldb::EnvWrapper(leveldb::Env::Default()), dbname_(dbname), callbacks_(callbacks) {}
-
-ObjectEnv::~ObjectEnv() = default;
-
-Status ObjectEnv::ToStatus(int result, const std::string& context, const std::string& error) {
+Status StatusFromCallback(int result, const std::string& context, const std::string& error) {
   switch (result) {
     case kOk:
       return Status::OK();
@@ -252,30 +286,27 @@ Status ObjectEnv::ToStatus(int result, const std::string& context, const std::st
   }
 }
 
-bool ObjectEnv::RelativeName(const std::string& path, std::string* name) const {
-  if (path.size() <= dbname_.size() + 1 || path.compare(0, dbname_.size(), dbname_) != 0 ||
-      path[dbname_.size()] != '/') {
-    return false;
-  }
-  *name = path.substr(dbname_.size() + 1);
-  return true;
+Env* NewObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks) {
+  return new ObjectEnv(dbname, callbacks);
 }
 
-#define LEVELS3_RELATIVE_OR_FAIL(path, name)                                        \
-  std::string name;                                                                 \
-  if (!RelativeName(path, &name)) {                                                 \
-    return Status::InvalidArgument(path, "is outside the database directory");      \
+Status ObjectEnv::Relative(const std::string& path, std::string* name) const {
+  if (path.size() <= dbname_.size() + 1 || path.compare(0, dbname_.size(), dbname_) != 0 ||
+      path[dbname_.size()] != '/') {
+    return Status::InvalidArgument(path, "is outside the database directory");
   }
+  *name = path.substr(dbname_.size() + 1);
+  return Status::OK();
+}
 
 // Asks the backend to make `fname` readable locally (pinned), then opens it.
 Status ObjectEnv::OpenPinned(const std::string& fname, std::string* name, int* fd) {
-  if (!RelativeName(fname, name)) {
-    return Status::InvalidArgument(fname, "is outside the database directory");
-  }
+  Status s = Relative(fname, name);
+  if (!s.ok()) return s;
   std::string local, error;
   if (BackendGone(&error)) return Status::IOError(fname, error);
   int r = callbacks_.open_read(callbacks_.backend, *name, &local, &error);
-  if (r != kOk) return ToStatus(r, *name, error);
+  if (r != kOk) return StatusFromCallback(r, *name, error);
   *fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC);
   if (*fd < 0) {
     int err = errno;
@@ -306,11 +337,13 @@ Status ObjectEnv::NewRandomAccessFile(const std::string& fname,
 
 Status ObjectEnv::NewWritableFile(const std::string& fname, leveldb::WritableFile** result) {
   *result = nullptr;
-  LEVELS3_RELATIVE_OR_FAIL(fname, name);
+  std::string name;
+  Status s = Relative(fname, &name);
+  if (!s.ok()) return s;
   std::string local, error;
   if (BackendGone(&error)) return Status::IOError(fname, error);
   int r = callbacks_.create(callbacks_.backend, name, &local, &error);
-  if (r != kOk) return ToStatus(r, name, error);
+  if (r != kOk) return StatusFromCallback(r, name, error);
   int fd = ::open(local.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return PosixError(local, errno);
   *result = new CachedWritableFile(callbacks_, name, fd);
@@ -332,20 +365,23 @@ bool ObjectEnv::FileExists(const std::string& fname) {
 Status ObjectEnv::GetChildren(const std::string& dir, std::vector<std::string>* result) {
   result->clear();
   std::string relative;
-  if (dir != dbname_ && !RelativeName(dir, &relative)) {
-    return Status::InvalidArgument(dir, "is outside the database directory");
+  if (dir != dbname_) {
+    Status s = Relative(dir, &relative);
+    if (!s.ok()) return s;
   }
   std::string error;
   if (BackendGone(&error)) return Status::IOError(dir, error);
   int r = callbacks_.list(callbacks_.backend, relative, result, &error);
-  return ToStatus(r, dir, error);
+  return StatusFromCallback(r, dir, error);
 }
 
 Status ObjectEnv::RemoveFile(const std::string& fname) {
-  LEVELS3_RELATIVE_OR_FAIL(fname, name);
+  std::string name;
+  Status s = Relative(fname, &name);
+  if (!s.ok()) return s;
   std::string error;
   if (BackendGone(&error)) return Status::IOError(fname, error);
-  return ToStatus(callbacks_.remove(callbacks_.backend, name, &error), name, error);
+  return StatusFromCallback(callbacks_.remove(callbacks_.backend, name, &error), name, error);
 }
 
 // Directories exist only in the local cache; the store has flat keys.
@@ -361,18 +397,22 @@ Status ObjectEnv::RemoveDir(const std::string& dirname) {
 
 Status ObjectEnv::GetFileSize(const std::string& fname, uint64_t* file_size) {
   *file_size = 0;
-  LEVELS3_RELATIVE_OR_FAIL(fname, name);
+  std::string name;
+  Status s = Relative(fname, &name);
+  if (!s.ok()) return s;
   std::string error;
   if (BackendGone(&error)) return Status::IOError(fname, error);
-  return ToStatus(callbacks_.size(callbacks_.backend, name, file_size, &error), name, error);
+  return StatusFromCallback(callbacks_.size(callbacks_.backend, name, file_size, &error), name, error);
 }
 
 Status ObjectEnv::RenameFile(const std::string& src, const std::string& target) {
-  LEVELS3_RELATIVE_OR_FAIL(src, from);
-  LEVELS3_RELATIVE_OR_FAIL(target, to);
+  std::string from, to;
+  Status s = Relative(src, &from);
+  if (s.ok()) s = Relative(target, &to);
+  if (!s.ok()) return s;
   std::string error;
   if (BackendGone(&error)) return Status::IOError(src, error);
-  return ToStatus(callbacks_.rename(callbacks_.backend, from, to, &error), from, error);
+  return StatusFromCallback(callbacks_.rename(callbacks_.backend, from, to, &error), from, error);
 }
 
 Status ObjectEnv::LockFile(const std::string& fname, leveldb::FileLock** lock) {
@@ -380,7 +420,7 @@ Status ObjectEnv::LockFile(const std::string& fname, leveldb::FileLock** lock) {
   std::string error;
   if (BackendGone(&error)) return Status::IOError(fname, error);
   int r = callbacks_.lock(callbacks_.backend, &error);
-  if (r != kOk) return ToStatus(r, fname, error);
+  if (r != kOk) return StatusFromCallback(r, fname, error);
   *lock = new BackendLock;
   return Status::OK();
 }
@@ -389,14 +429,12 @@ Status ObjectEnv::UnlockFile(leveldb::FileLock* lock) {
   delete lock;
   std::string error;
   if (BackendGone(&error)) return Status::OK();
-  return ToStatus(callbacks_.unlock(callbacks_.backend, &error), "LOCK", error);
+  return StatusFromCallback(callbacks_.unlock(callbacks_.backend, &error), "LOCK", error);
 }
 
 Status ObjectEnv::NewLogger(const std::string& /*fname*/, leveldb::Logger** result) {
   *result = new BackendLogger(callbacks_);
   return Status::OK();
 }
-
-#undef LEVELS3_RELATIVE_OR_FAIL
 
 }  // namespace levels3

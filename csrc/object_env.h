@@ -1,11 +1,27 @@
-// ObjectEnv: a leveldb::Env whose files live in an object store.
+// A leveldb::Env whose files live in an object store.
 //
 // LevelDB sees ordinary paths under a local cache directory. The data path
-// (Append, Read, Skip) runs here in C++ on those local files; every control
+// (Append, Read, Skip) runs in C++ on those local files; every control
 // operation that has a remote effect (fetch on a cache miss, upload on sync or
 // close, remove, rename, list, lock) goes through a small table of callbacks
-// into the Python backend. Callbacks take the GIL themselves; nothing here
-// holds it.
+// into the Python control path (levels3/engine/control.py). Nothing here holds
+// the GIL or touches a Python object: the callbacks take the GIL themselves.
+//
+// Only NewObjectEnv is exported (as memenv exports only NewMemEnv); the Env
+// and its file classes are private to object_env.cc.
+//
+// Lifetimes. The Env copies the callback table; the opaque `backend` pointer in
+// it is borrowed: its owner (the bridge's _Handle) keeps it alive until after
+// the Env is deleted. Every file and logger object the Env hands out holds a
+// reference into the Env's callback table, so LevelDB must delete them all
+// before the Env (it does: DB::~DB, DestroyDB and RepairDB release their files
+// before returning). Strings passed to a callback are valid for the call only.
+//
+// Concurrency. LevelDB calls the Env, and so the callbacks, from its callers'
+// threads and from its background compaction thread at the same time, some of
+// them while it holds its DB mutex (GetChildren, NewWritableFile for a new WAL,
+// everything during open). Every callback must be safe to call concurrently
+// and must not call back into LevelDB.
 #ifndef LEVELS3_OBJECT_ENV_H_
 #define LEVELS3_OBJECT_ENV_H_
 
@@ -15,6 +31,7 @@
 #include <vector>
 
 #include "leveldb/env.h"
+#include "leveldb/status.h"
 
 namespace levels3 {
 
@@ -22,7 +39,8 @@ namespace levels3 {
 enum CallbackResult : int { kOk = 0, kIOError = 1, kNotFound = 2, kCorruption = 3 };
 
 // The control path. `name` is relative to the database directory
-// ("000005.log", "CURRENT", "lost/000007.ldb"). `backend` is opaque here.
+// ("000005.log", "CURRENT", "lost/000007.ldb"). `backend` is opaque here (the
+// Python control path, borrowed; see Lifetimes above).
 struct BackendCallbacks {
   void* backend;
   // Make the file readable on local disk (fetching it on a cache miss) and pin
@@ -54,48 +72,12 @@ struct BackendCallbacks {
 // GIL any more (CPython would kill the asking thread, hanging LevelDB).
 extern std::atomic<bool> g_interpreter_exiting;
 
-class ObjectEnv : public leveldb::EnvWrapper {
- public:
-  // `dbname` is the local cache directory LevelDB is opened on.
-  ObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks);
-  ~ObjectEnv() override;
+// A new Env for a database opened on the local directory `dbname`; the caller
+// owns it and deletes it after the DB (or DestroyDB/RepairDB) that used it.
+leveldb::Env* NewObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks);
 
-  leveldb::Status NewSequentialFile(const std::string& fname,
-                                    leveldb::SequentialFile** result) override;
-  leveldb::Status NewRandomAccessFile(const std::string& fname,
-                                      leveldb::RandomAccessFile** result) override;
-  leveldb::Status NewWritableFile(const std::string& fname,
-                                  leveldb::WritableFile** result) override;
-  leveldb::Status NewAppendableFile(const std::string& fname,
-                                    leveldb::WritableFile** result) override;
-  bool FileExists(const std::string& fname) override;
-  leveldb::Status GetChildren(const std::string& dir,
-                              std::vector<std::string>* result) override;
-  leveldb::Status RemoveFile(const std::string& fname) override;
-  leveldb::Status CreateDir(const std::string& dirname) override;
-  leveldb::Status RemoveDir(const std::string& dirname) override;
-  leveldb::Status GetFileSize(const std::string& fname, uint64_t* file_size) override;
-  leveldb::Status RenameFile(const std::string& src, const std::string& target) override;
-  leveldb::Status LockFile(const std::string& fname, leveldb::FileLock** lock) override;
-  leveldb::Status UnlockFile(leveldb::FileLock* lock) override;
-  leveldb::Status NewLogger(const std::string& fname, leveldb::Logger** result) override;
-  // Schedule, StartThread, NowMicros, SleepForMicroseconds and
-  // GetTestDirectory touch no database file and stay with the default Env.
-
-  const BackendCallbacks& callbacks() const { return callbacks_; }
-
-  // Turns a callback result into a Status; used by the file classes too.
-  static leveldb::Status ToStatus(int result, const std::string& context,
-                                  const std::string& error);
-
- private:
-  // "dbname/000005.log" -> "000005.log"; false for paths outside dbname.
-  bool RelativeName(const std::string& path, std::string* name) const;
-  leveldb::Status OpenPinned(const std::string& fname, std::string* name, int* fd);
-
-  std::string dbname_;
-  BackendCallbacks callbacks_;
-};
+// The Status for a callback's result; `context` names the file.
+leveldb::Status StatusFromCallback(int result, const std::string& context, const std::string& error);
 
 }  // namespace levels3
 

@@ -6,7 +6,6 @@ behaves like ``plyvel.DB(path, create_if_missing=True)``; a plain path or
 """
 
 from ._native import (
-    DB,
     Iterator,
     PrefixedDB,
     RawIterator,
@@ -14,6 +13,7 @@ from ._native import (
     WriteBatch,
     __leveldb_version__,
 )
+from .database import DB
 from .errors import (
     ConfigurationError,
     CorruptionError,

@@ -1,4 +1,4 @@
-# Declarations of the parts of C++ LevelDB 1.23 and of csrc/ that levels3 uses.
+# Declarations of the parts of C++ LevelDB 1.23 and of csrc/ that levels3's bridge (_native.pyx) uses.
 
 from libc.stdint cimport uint64_t
 from libcpp cimport bool
@@ -142,8 +142,7 @@ cdef extern from "object_env.h" namespace "levels3" nogil:
         int (*unlock)(void*, string*) noexcept
         void (*log)(void*, const char*, size_t) noexcept
 
-    cdef cppclass ObjectEnv(Env):
-        ObjectEnv(const string& dbname, const BackendCallbacks& callbacks)
+    Env* NewObjectEnv(const string& dbname, const BackendCallbacks& callbacks)
 
     int kOk
     int kIOError

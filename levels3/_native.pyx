@@ -1,16 +1,21 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
-"""The native bridge: C++ LevelDB on an object store, with plyvel's API.
+"""The native bridge: bindings from Python to C++ LevelDB running on the object-store Env.
+
+Owns the C++ objects of an open database (_Handle), the hot API methods
+(NativeDB.get/put/delete, write batches, iterators, snapshots), which stay C
+methods with no Python layer around them, and the Env's callbacks into the
+Python control path (levels3.engine.control). Policy lives in Python:
+levels3.database defines the public DB on top of NativeDB (opening, the
+follower's retry, the flush and refresh threads, refresh itself).
 
 Every LevelDB call runs without the GIL (a write stall waits for the
-compaction thread, which needs the GIL for its Env callbacks). The Env
-callbacks below are the only way back into Python; each one takes the GIL,
-calls the backend, and turns any exception into a LevelDB Status.
+compaction thread, which needs the GIL for its Env callbacks). A callback
+takes the GIL, calls the control path, and turns any exception into a LevelDB
+Status carrying the token under which the control path keeps the exception;
+the call whose Status reports it raises ``control.error_for(...)``, chained to
+it. Reference ownership: a _Handle owns a reference to its control path, and
+the C++ Env borrows it (as a void*) for exactly as long as the _Handle lives.
 """
-
-import atexit
-import logging
-import threading
-import weakref
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -18,11 +23,14 @@ from libc.stdint cimport uint64_t
 from libc.stdio cimport fflush, fprintf, stderr
 from libc.stdlib cimport abort
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from libcpp.memory cimport unique_ptr
 from libcpp.string cimport string
 from libcpp.vector cimport vector
 
 cimport levels3._leveldb as ldb
 from levels3._leveldb cimport Slice, Status
+
+import logging
 
 from levels3.errors import (
     CorruptionError,
@@ -32,7 +40,6 @@ from levels3.errors import (
     LeaseLostError,
     ObjectNotFound,
     ReadOnlyError,
-    StaleVersionError,
 )
 
 __leveldb_version__ = f"{ldb.kMajorVersion}.{ldb.kMinorVersion}"
@@ -44,22 +51,11 @@ _leveldb_log = logging.getLogger("levels3.leveldb")
 # Status and argument helpers
 # ---------------------------------------------------------------------------
 
-cdef int raise_for_status(const Status& st, object backend=None) except -1:
+cdef int raise_for_status(const Status& st, object control) except -1:
     if st.ok():
         return 0
-    message = st.ToString().decode("utf-8", "replace")
-    if backend is not None:
-        # LevelDB names the private cache directory; users know the database by its URL.
-        message = message.replace(backend.local_dir, backend.location.url)
-        if backend.lease_lost:
-            raise LeaseLostError(message)
-        if backend.stale:
-            raise StaleVersionError(message)
-    if st.IsCorruption():
-        raise CorruptionError(message)
-    if st.IsIOError():
-        raise IOError(message)
-    raise Error(message)
+    status_class = CorruptionError if st.IsCorruption() else IOError if st.IsIOError() else Error
+    raise control.error_for(status_class, st.ToString().decode("utf-8", "replace"))
 
 
 cdef inline Slice to_slice(object data, str what="key") except *:
@@ -109,13 +105,14 @@ cdef bytes successor(bytes prefix):
 
 
 # ---------------------------------------------------------------------------
-# Env callbacks: the control path into the Python backend
+# Env callbacks: the control path into Python (csrc/object_env.h)
 # ---------------------------------------------------------------------------
+# Each runs with the GIL taken for it, possibly on LevelDB's compaction thread
+# while another thread waits in LevelDB; none may let an exception escape.
 
-cdef int _failure(object exc, string* error) noexcept:
+cdef int _failure(object control, object exc, string* error) noexcept:
     try:
-        text = f"{type(exc).__name__}: {exc}"
-        error[0] = text.encode("utf-8", "replace")
+        error[0] = control.failures.note(exc).encode("utf-8", "replace")
         if isinstance(exc, (ObjectNotFound, FileNotFoundError)):
             return ldb.kNotFound
         if isinstance(exc, CorruptionError):
@@ -125,102 +122,102 @@ cdef int _failure(object exc, string* error) noexcept:
     return ldb.kIOError
 
 
-cdef int _cb_open_read(void* backend, const string& name, string* local_path,
+cdef int _cb_open_read(void* control, const string& name, string* local_path,
                        string* error) noexcept with gil:
     try:
-        local_path[0] = (<object>backend).open_read(name.decode()).encode()
+        local_path[0] = (<object>control).open_read(name.decode()).encode()
         return ldb.kOk
     except BaseException as exc:
-        return _failure(exc, error)
+        return _failure(<object>control, exc, error)
 
 
-cdef void _cb_release_read(void* backend, const string& name) noexcept with gil:
+cdef void _cb_release_read(void* control, const string& name) noexcept with gil:
     try:
-        (<object>backend).release_read(name.decode())
+        (<object>control).release_read(name.decode())
     except BaseException:
         _leveldb_log.exception("releasing %s failed", name.decode())
 
 
-cdef int _cb_create(void* backend, const string& name, string* local_path,
+cdef int _cb_create(void* control, const string& name, string* local_path,
                     string* error) noexcept with gil:
     try:
-        local_path[0] = (<object>backend).create(name.decode()).encode()
+        local_path[0] = (<object>control).create(name.decode()).encode()
         return ldb.kOk
     except BaseException as exc:
-        return _failure(exc, error)
+        return _failure(<object>control, exc, error)
 
 
-cdef int _cb_persist(void* backend, const string& name, uint64_t size, int final,
+cdef int _cb_persist(void* control, const string& name, uint64_t size, int final,
                      string* error) noexcept with gil:
     try:
-        (<object>backend).persist(name.decode(), size, bool(final))
+        (<object>control).persist(name.decode(), size, bool(final))
         return ldb.kOk
     except BaseException as exc:
-        return _failure(exc, error)
+        return _failure(<object>control, exc, error)
 
 
-cdef int _cb_remove(void* backend, const string& name, string* error) noexcept with gil:
+cdef int _cb_remove(void* control, const string& name, string* error) noexcept with gil:
     try:
-        (<object>backend).remove(name.decode())
+        (<object>control).remove(name.decode())
         return ldb.kOk
     except BaseException as exc:
-        return _failure(exc, error)
+        return _failure(<object>control, exc, error)
 
 
-cdef int _cb_rename(void* backend, const string& src, const string& dst,
+cdef int _cb_rename(void* control, const string& src, const string& dst,
                     string* error) noexcept with gil:
     try:
-        (<object>backend).rename(src.decode(), dst.decode())
+        (<object>control).rename(src.decode(), dst.decode())
         return ldb.kOk
     except BaseException as exc:
-        return _failure(exc, error)
+        return _failure(<object>control, exc, error)
 
 
-cdef int _cb_list(void* backend, const string& directory, vector[string]* names,
+cdef int _cb_list(void* control, const string& directory, vector[string]* names,
                   string* error) noexcept with gil:
     try:
-        for name in (<object>backend).list(directory.decode()):
+        for name in (<object>control).list(directory.decode()):
             names.push_back(name.encode())
         return ldb.kOk
     except BaseException as exc:
-        return _failure(exc, error)
+        return _failure(<object>control, exc, error)
 
 
-cdef int _cb_size(void* backend, const string& name, uint64_t* size,
+cdef int _cb_size(void* control, const string& name, uint64_t* size,
                   string* error) noexcept with gil:
     try:
-        size[0] = (<object>backend).size(name.decode())
+        size[0] = (<object>control).size(name.decode())
         return ldb.kOk
     except BaseException as exc:
-        return _failure(exc, error)
+        return _failure(<object>control, exc, error)
 
 
-cdef int _cb_lock(void* backend, string* error) noexcept with gil:
+cdef int _cb_lock(void* control, string* error) noexcept with gil:
     try:
-        (<object>backend).lock()
+        (<object>control).lock()
         return ldb.kOk
     except BaseException as exc:
-        return _failure(exc, error)
+        return _failure(<object>control, exc, error)
 
 
-cdef int _cb_unlock(void* backend, string* error) noexcept with gil:
+cdef int _cb_unlock(void* control, string* error) noexcept with gil:
     try:
-        (<object>backend).unlock()
+        (<object>control).unlock()
         return ldb.kOk
     except BaseException as exc:
-        return _failure(exc, error)
+        return _failure(<object>control, exc, error)
 
 
-cdef void _cb_log(void* backend, const char* line, size_t length) noexcept with gil:
+cdef void _cb_log(void* control, const char* line, size_t length) noexcept with gil:
     try:
         _leveldb_log.debug("%s", line[:length].decode("utf-8", "replace"))
     except BaseException:
         pass
 
 
-cdef ldb.BackendCallbacks make_callbacks(object backend):
+cdef ldb.BackendCallbacks make_callbacks(object control):
     cdef ldb.BackendCallbacks cb
-    cb.backend = <void*>backend
+    cb.backend = <void*>control  # borrowed: the _Handle holding the Env owns the reference
     cb.open_read = _cb_open_read
     cb.release_read = _cb_release_read
     cb.create = _cb_create
@@ -252,18 +249,9 @@ cdef int _compare_cb(void* callable, const char* a, size_t a_len, const char* b,
         abort()
 
 
-# Open databases are closed before the interpreter finalises: afterwards a
-# LevelDB thread asking for the GIL would be killed and hang the process.
-_open_databases = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_databases():
-    for db in list(_open_databases):
-        try:
-            db.close()
-        except BaseException:
-            _leveldb_log.exception("closing %r at exit failed", db)
+def stop_callbacks():
+    """From now on the Env calls no Python (the interpreter is finalising: a LevelDB
+    thread asking for the GIL would be killed and hang the process)."""
     ldb.g_interpreter_exiting.store(True)
 
 
@@ -273,93 +261,78 @@ def _close_open_databases():
 
 cdef class _Handle:
     """Owns the C++ objects behind one open database and frees them in order."""
-    cdef ldb.DB* db
-    cdef ldb.GroupCommit* synced  # every synced write goes through it (csrc/group_commit.h)
-    cdef ldb.ObjectEnv* env
-    cdef ldb.Comparator* comparator
-    cdef const ldb.Comparator* order  # the one LevelDB uses (custom or bytewise)
-    cdef const ldb.FilterPolicy* filter_policy
-    cdef ldb.Cache* block_cache
-    cdef object backend
-    cdef object comparator_fn
-    cdef bint retired  # replaced by a follower's refresh(): closes its backend when freed
+    # Declared in the order free() releases them: LevelDB's own objects first
+    # (deleting the DB uploads its WAL and MANIFEST tails through the Env), then
+    # what it used.
+    cdef unique_ptr[ldb.GroupCommit] synced  # every synced write goes through it (csrc/group_commit.h)
+    cdef unique_ptr[ldb.DB] db
+    cdef unique_ptr[ldb.Env] env
+    cdef unique_ptr[ldb.Comparator] comparator
+    cdef unique_ptr[ldb.FilterPolicy] filter_policy
+    cdef unique_ptr[ldb.Cache] block_cache
+    cdef const ldb.Comparator* order  # the one LevelDB uses (custom or bytewise); borrowed
+    cdef object control  # owned: the Env's callbacks borrow it
+    cdef object comparator_fn  # owned: the comparator's callback borrows it
+    cdef bint retired  # replaced by a follower's refresh(): closes its control path when freed
 
     def __cinit__(self):
         self.order = ldb.BytewiseComparator()
 
-    cdef int configure(self, ldb.Options* opts, object backend, dict config) except -1:
-        self.backend = backend
-        self.env = new ldb.ObjectEnv(backend.local_dir.encode(), make_callbacks(backend))
-        opts.env = <ldb.Env*>self.env
+    cdef int configure(self, ldb.Options* opts, object control, object config) except -1:
+        """Fill ``opts`` from a validated levels3.leveldb_options.LevelDBOptions."""
+        self.control = control
+        self.env.reset(ldb.NewObjectEnv(control.local_dir.encode(), make_callbacks(control)))
+        opts.env = self.env.get()
         opts.reuse_logs = False
-        opts.create_if_missing = config["create_if_missing"]
-        opts.error_if_exists = config["error_if_exists"]
-        if config["paranoid_checks"] is not None:
-            opts.paranoid_checks = config["paranoid_checks"]
-        if config["write_buffer_size"] is not None:
-            opts.write_buffer_size = config["write_buffer_size"]
-        if config["max_open_files"] is not None:
-            opts.max_open_files = config["max_open_files"]
-        if config["lru_cache_size"] is not None:
-            self.block_cache = ldb.NewLRUCache(config["lru_cache_size"])
-            opts.block_cache = self.block_cache
-        if config["block_size"] is not None:
-            opts.block_size = config["block_size"]
-        if config["block_restart_interval"] is not None:
-            opts.block_restart_interval = config["block_restart_interval"]
-        if config["max_file_size"] is not None:
-            opts.max_file_size = config["max_file_size"]
-        compression = config["compression"]
-        if compression is None:
-            opts.compression = ldb.kNoCompression
-        elif compression == "snappy":
-            opts.compression = ldb.kSnappyCompression
-        else:
-            raise ValueError(f"compression must be 'snappy' or None, not {compression!r}")
-        if config["bloom_filter_bits"]:
-            self.filter_policy = ldb.NewBloomFilterPolicy(config["bloom_filter_bits"])
-            opts.filter_policy = self.filter_policy
-        if config["comparator"] is not None:
-            name = config["comparator_name"]
-            self.comparator_fn = config["comparator"]
-            self.comparator = <ldb.Comparator*>new ldb.CallbackComparator(
-                name, <void*>self.comparator_fn, _compare_cb)
-            self.order = self.comparator
-            opts.comparator = self.comparator
+        opts.create_if_missing = config.create_if_missing
+        opts.error_if_exists = config.error_if_exists
+        if config.paranoid_checks is not None:
+            opts.paranoid_checks = config.paranoid_checks
+        if config.write_buffer_size is not None:
+            opts.write_buffer_size = config.write_buffer_size
+        if config.max_open_files is not None:
+            opts.max_open_files = config.max_open_files
+        if config.lru_cache_size is not None:
+            self.block_cache.reset(ldb.NewLRUCache(config.lru_cache_size))
+            opts.block_cache = self.block_cache.get()
+        if config.block_size is not None:
+            opts.block_size = config.block_size
+        if config.block_restart_interval is not None:
+            opts.block_restart_interval = config.block_restart_interval
+        if config.max_file_size is not None:
+            opts.max_file_size = config.max_file_size
+        opts.compression = ldb.kNoCompression if config.compression is None else ldb.kSnappyCompression
+        if config.bloom_filter_bits:
+            self.filter_policy.reset(<ldb.FilterPolicy*>ldb.NewBloomFilterPolicy(config.bloom_filter_bits))
+            opts.filter_policy = self.filter_policy.get()
+        if config.comparator is not None:
+            self.comparator_fn = config.comparator
+            self.comparator.reset(<ldb.Comparator*>new ldb.CallbackComparator(
+                config.comparator_name, <void*>self.comparator_fn, _compare_cb))
+            self.order = self.comparator.get()
+            opts.comparator = self.order
         return 0
 
     cdef void free(self) noexcept nogil:
-        if self.synced != NULL:
-            del self.synced
-            self.synced = NULL
-        if self.db != NULL:
-            del self.db
-            self.db = NULL
-        if self.env != NULL:
-            del self.env
-            self.env = NULL
-        if self.comparator != NULL:
-            del self.comparator
-            self.comparator = NULL
-        if self.filter_policy != NULL:
-            del self.filter_policy
-            self.filter_policy = NULL
-        if self.block_cache != NULL:
-            del self.block_cache
-            self.block_cache = NULL
+        self.synced.reset()
+        self.db.reset()
+        self.env.reset()
+        self.comparator.reset()
+        self.filter_policy.reset()
+        self.block_cache.reset()
 
     def close(self):
-        """Free LevelDB (its WAL and MANIFEST upload their tails), then the backend."""
-        if self.backend is None:
+        """Free LevelDB (its WAL and MANIFEST upload their tails), then the control path."""
+        if self.control is None:
             return
-        self.backend.begin_close()
+        self.control.begin_close()
         with nogil:
             self.free()
-        backend, self.backend = self.backend, None
-        backend.close()
+        control, self.control = self.control, None
+        control.close()
 
     def __dealloc__(self):
-        if self.retired and self.backend is not None:
+        if self.retired and self.control is not None:
             try:
                 self.close()
             except BaseException:
@@ -368,42 +341,37 @@ cdef class _Handle:
             self.free()
 
 
-def _check_config(dict config):
-    for name in ("write_buffer_size", "max_open_files", "lru_cache_size", "block_size",
-                 "block_restart_interval", "max_file_size"):
-        value = config[name]
-        if value is not None and (type(value) is bool or not isinstance(value, int) or value <= 0):
-            raise TypeError(f"{name} must be a positive int or None, not {value!r}")
-    bits = config["bloom_filter_bits"]
-    if type(bits) is bool or not isinstance(bits, int) or bits < 0:
-        raise TypeError(f"bloom_filter_bits must be an int >= 0, not {bits!r}")
-    comparator = config["comparator"]
-    if comparator is not None:
-        if not callable(comparator):
-            raise TypeError("comparator must be callable")
-        name = config["comparator_name"]
-        if not isinstance(name, bytes) or not name:
-            raise TypeError("comparator_name must be given as non-empty bytes with comparator")
-    elif config["comparator_name"] is not None:
-        raise TypeError("comparator_name given without comparator")
-
-
-cdef _Handle open_handle(object backend, dict config):
-    """DB::Open on the backend's cache directory; raises on failure."""
+def open_handle(object control, object config):
+    """DB::Open on the control path's cache directory; raises on failure."""
     cdef _Handle handle = _Handle()
     cdef ldb.Options opts
     cdef Status st
-    cdef string path = backend.local_dir.encode()
-    handle.configure(&opts, backend, config)
+    cdef ldb.DB* db = NULL
+    cdef string path = control.local_dir.encode()
+    handle.configure(&opts, control, config)
     with nogil:
-        st = ldb.DB_Open(opts, path, &handle.db)
+        st = ldb.DB_Open(opts, path, &db)
+        handle.db.reset(db)
     if not st.ok():
         with nogil:
             handle.free()
-        raise_for_status(st, backend)
-    backend.finish_open()
-    handle.synced = new ldb.GroupCommit(handle.db)
+        raise_for_status(st, control)
+    control.finish_open()
+    handle.synced.reset(new ldb.GroupCommit(handle.db.get()))
     return handle
+
+
+def run_maintenance(object control, object config, *, bint repair):
+    """leveldb::DestroyDB (or RepairDB) through the control path's Env."""
+    cdef _Handle handle = _Handle()
+    cdef ldb.Options opts
+    cdef Status st
+    cdef string path = control.local_dir.encode()
+    handle.configure(&opts, control, config)
+    with nogil:
+        st = ldb.RepairDB(path, opts) if repair else ldb.DestroyDB(path, opts)
+        handle.free()
+    raise_for_status(st, control)
 
 
 cdef inline double _monotonic() noexcept nogil:
@@ -412,214 +380,93 @@ cdef inline double _monotonic() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
-def _lease_loss_flagger(db_ref):
-    """The lease's on_lost callback: flags the DB (if still alive) for its next write."""
-    def flag(reason):
-        db = db_ref()
-        if db is not None:
-            db._flag_lease_lost()
-    return flag
-
-
-def _close_quietly(object backend):
-    try:
-        backend.close()
-    except BaseException:
-        _leveldb_log.exception("cleaning up after a failed open")
-
-
-cdef int _FOLLOWER_OPEN_ATTEMPTS = 3
-
-
-cdef tuple open_follower_handle(object new_backend, dict config):
-    """A follower generation: (backend, handle). A LIST is no snapshot, so list
-    again when the writer changed the store under it: an object we listed was
-    deleted before we read it (segments a merge replaced go within seconds), or
-    the MANIFEST we read names a table the LIST had already passed (LevelDB's
-    open reports it as missing). Only the last attempt's error is raised."""
-    for attempt in range(1, _FOLLOWER_OPEN_ATTEMPTS + 1):
-        backend = new_backend()
-        try:
-            return backend, open_handle(backend, config)
-        except (StaleVersionError, CorruptionError) as exc:
-            _close_quietly(backend)
-            listing_behind = isinstance(exc, StaleVersionError) or "missing files" in str(exc)
-            if not listing_behind or attempt == _FOLLOWER_OPEN_ATTEMPTS or backend.checkpoint is not None:
-                raise
-            _leveldb_log.info("%s changed while opening a follower on it; listing again", backend.location.url)
-        except BaseException:
-            _close_quietly(backend)
-            raise
-
-
-def _run_maintenance(object backend, dict config, bint repair):
-    """leveldb::DestroyDB (or RepairDB) through the backend's Env."""
-    _check_config(config)
-    cdef _Handle handle = _Handle()
-    cdef ldb.Options opts
+cdef object _get(_Handle h, const ldb.Snapshot* snapshot, Slice key, object default,
+                 bint verify_checksums, bint fill_cache):
+    """DB.get and Snapshot.get: the value under key, or default."""
+    cdef ldb.ReadOptions ro
+    cdef string value
     cdef Status st
-    cdef string path = backend.local_dir.encode()
-    handle.configure(&opts, backend, config)
+    ro.verify_checksums = verify_checksums
+    ro.fill_cache = fill_cache
+    ro.snapshot = snapshot
     with nogil:
-        st = ldb.RepairDB(path, opts) if repair else ldb.DestroyDB(path, opts)
-        handle.free()
-    raise_for_status(st, backend)
+        st = h.db.get().Get(ro, key, &value)
+    if st.IsNotFound():
+        return default
+    raise_for_status(st, h.control)
+    return PyBytes_FromStringAndSize(value.data(), value.size())
 
 
 # ---------------------------------------------------------------------------
-# DB
+# NativeDB: the C core of levels3.DB
 # ---------------------------------------------------------------------------
 
-cdef class DB:
-    """A LevelDB database stored in an object store (drop-in for plyvel.DB).
-
-    Use :func:`levels3.DB` to open one; this class is its native core.
-    """
+cdef class NativeDB:
+    """The native core of :class:`levels3.DB` (which opens it): the data calls on one handle."""
     cdef _Handle _h
-    cdef readonly object _backend
-    cdef readonly object name
     cdef object _children  # open iterators and snapshots, closed before the DB
-    cdef object _close_lock
-    cdef object _flusher_stop  # set to end the flush_interval thread
-    cdef object _flusher
     cdef readonly bint read_only
-    cdef dict _config
-    cdef object _refresher_stop
-    cdef object _refresher
     cdef object __weakref__
     # A writer's every write checks its lease: in C while the lease's deadline (as
     # last read) is ahead and no loss was signalled, else through lease.check().
+    cdef object _lease
     cdef bint _has_lease
     cdef bint _lease_lost
     cdef double _lease_valid_until  # time.monotonic() seconds
 
-    def __init__(self, name, *, create_if_missing=False, error_if_exists=False,
-                 paranoid_checks=None, write_buffer_size=None, max_open_files=None,
-                 lru_cache_size=None, block_size=None, block_restart_interval=None,
-                 max_file_size=None, compression="snappy", bloom_filter_bits=0,
-                 comparator=None, comparator_name=None, read_only=False, checkpoint=None,
-                 refresh_interval=None, options=None, **store_options):
+    def __cinit__(self):
+        import weakref
+        self._children = weakref.WeakSet()
+
+    # -- the handle, as levels3.DB manages it -------------------------------
+
+    def _attach(self, _Handle handle not None, bint read_only):
         if self._h is not None:
             raise RuntimeError("DB.__init__ called twice")
-        config = dict(
-            create_if_missing=bool(create_if_missing), error_if_exists=bool(error_if_exists),
-            paranoid_checks=paranoid_checks, write_buffer_size=write_buffer_size,
-            max_open_files=max_open_files, lru_cache_size=lru_cache_size, block_size=block_size,
-            block_restart_interval=block_restart_interval, max_file_size=max_file_size,
-            compression=compression, bloom_filter_bits=bloom_filter_bits, comparator=comparator,
-            comparator_name=comparator_name)
-        _check_config(config)
-        from levels3.engine.backend import Backend
-        self._children = weakref.WeakSet()
-        self._close_lock = threading.Lock()
-        if checkpoint is not None or refresh_interval is not None:
-            read_only = True
-        if read_only and create_if_missing and checkpoint is None:
-            pass  # plyvel habit: harmless, a follower never creates anything
-        self.read_only = bool(read_only)
-        self._config = config
-        if self.read_only:
-            backend, self._h = open_follower_handle(
-                lambda: Backend.open_follower(name, options, store_options, checkpoint=checkpoint), config)
-        else:
-            backend = Backend.open(name, options, store_options, create_if_missing=bool(create_if_missing))
-            try:
-                self._h = open_handle(backend, config)
-            except BaseException:
-                _close_quietly(backend)
-                raise
-        self._backend = backend
-        if backend.lease is not None:
-            self._has_lease = True
-            self._note_lease_deadline()
-            backend.lease.on_lost = _lease_loss_flagger(weakref.ref(self))
-        self.name = name  # as given, like plyvel (the store URL is in repr and messages)
-        _open_databases.add(self)
-        if refresh_interval is not None:
-            if isinstance(refresh_interval, bool) or not isinstance(refresh_interval, (int, float)) \
-                    or refresh_interval <= 0:
-                raise ValueError(f"refresh_interval must be a positive number, not {refresh_interval!r}")
-            self._refresher_stop = threading.Event()
-            self._refresher = threading.Thread(target=self._refresh_periodically, args=(refresh_interval,),
-                                               name="levels3-refresh", daemon=True)
-            self._refresher.start()
-        interval = backend.options.flush_interval
-        if interval is not None and not self.read_only:
-            self._flusher_stop = threading.Event()
-            self._flusher = threading.Thread(target=self._flush_periodically, args=(interval,),
-                                             name="levels3-flush", daemon=True)
-            self._flusher.start()
+        self._h = handle
+        self.read_only = read_only
 
-    def _flush_periodically(self, interval):
-        # Bounds what a crash can lose of unsynced writes to about one interval.
-        while not self._flusher_stop.wait(interval):
-            try:
-                if self._backend.wal_has_unsent_bytes():
-                    self.sync()
-            except RuntimeError:
-                return  # closed meanwhile
-            except BaseException:
-                _leveldb_log.exception("periodic WAL flush failed")
+    def _watch_lease(self, lease):
+        """Check ``lease`` before every write (the caller flags a loss with _flag_lease_lost)."""
+        self._lease = lease
+        self._has_lease = True
+        self._note_lease_deadline()
 
-    def _refresh_periodically(self, interval):
-        while not self._refresher_stop.wait(interval):
-            try:
-                self.refresh()
-            except RuntimeError:
-                return  # closed meanwhile
-            except BaseException:
-                _leveldb_log.exception("periodic refresh failed")
+    def _flag_lease_lost(self):
+        self._lease_lost = True
 
-    def refresh(self):
-        """Follow the writer: move this read-only view to its newest committed state,
-        synced writes still in the WAL included. Iterators and snapshots taken
-        before keep reading the state they were made from."""
-        if not self.read_only or self._backend.checkpoint is not None:
-            raise Error("refresh() is for followers opened with read_only=True")
-        cdef _Handle old = self._live()
-        cdef _Handle new
-        with self._close_lock:
-            backend, new = open_follower_handle(old.backend.next_generation, self._config)
-            old = self._h
-            self._h = new
-            self._backend = backend
-            backend.owns_store, old.backend.owns_store = True, False  # the store passes on
-            old.retired = True  # freed (and its cache generation removed) once unreferenced
+    def _swap_handle(self, _Handle new not None):
+        """A follower's refresh: later calls use ``new``; the old handle is freed (and its
+        control path closed) once the iterators and snapshots made from it are gone."""
+        cdef _Handle old = self._h
+        self._h = new
+        old.retired = True
+
+    def _close_handle(self):
+        """Close the iterators and snapshots, then the handle (LevelDB, then the control path)."""
+        cdef _Handle handle = self._h
+        if handle is None:
+            return
+        for child in list(self._children):
+            child.close()
+        self._h = None
+        handle.close()
+
+    def _require_writable(self):
+        self._check_writable()
 
     cdef inline int _check_writable(self) except -1:
         if self.read_only:
-            raise ReadOnlyError(f"{self.name!r} was opened read_only: writes go through its single writer")
+            raise ReadOnlyError(f"{getattr(self, 'name', None)!r} was opened read_only: writes go through its single writer")
         if self._has_lease and (self._lease_lost or _monotonic() >= self._lease_valid_until):
             self._note_lease_deadline()  # raises LeaseLostError
         return 0
 
     cdef int _note_lease_deadline(self) except -1:
-        lease = self._backend.lease
+        lease = self._lease
         lease.check()
         # The lease's clock is its own (injectable); keep only the time left, on ours.
         self._lease_valid_until = _monotonic() + (lease.deadline - lease.clock())
-
-    def _flag_lease_lost(self):
-        self._lease_lost = True
-
-    def checkpoint(self, name):
-        """Record the current state as checkpoint ``name`` in the store (no data copied).
-
-        Every write made before the call is part of it; the objects it needs are
-        kept by the writer's deletion. Open it with DB(url, checkpoint=name)."""
-        self._check_writable()
-        self.sync()
-        self._backend.create_checkpoint(name)
-
-    def sync(self):
-        """Make every write so far durable in the store (like a synced empty write)."""
-        cdef _Handle h = self._live()
-        self._check_writable()
-        cdef ldb.WriteBatch empty
-        cdef Status st
-        with nogil:
-            st = h.synced.Write(&empty)
-        raise_for_status(st, h.backend)
 
     cdef inline int _check_open(self) except -1:
         self._live()
@@ -629,7 +476,7 @@ cdef class DB:
         """The open handle; callers keep it referenced across their nogil call, so a
         follower's refresh() can swap in a new one without freeing it under them."""
         cdef _Handle h = self._h
-        if h is None or h.db == NULL:
+        if h is None or h.db.get() == NULL:
             raise RuntimeError("Database is closed")
         return h
 
@@ -637,19 +484,8 @@ cdef class DB:
 
     def get(self, key, default=None, *, verify_checksums=False, fill_cache=True):
         """Value stored under key, or default."""
-        cdef ldb.ReadOptions ro
-        cdef string value
-        cdef Status st
         cdef Slice k = to_slice(key)
-        cdef _Handle h = self._live()
-        ro.verify_checksums = verify_checksums
-        ro.fill_cache = fill_cache
-        with nogil:
-            st = h.db.Get(ro, k, &value)
-        if st.IsNotFound():
-            return default
-        raise_for_status(st, h.backend)
-        return PyBytes_FromStringAndSize(value.data(), value.size())
+        return _get(self._live(), NULL, k, default, verify_checksums, fill_cache)
 
     def put(self, key, value, *, sync=False):
         """Store value under key; with sync=True it is in the store on return."""
@@ -670,11 +506,11 @@ cdef class DB:
         if sync:
             batch.Put(k, v)
             with nogil:
-                st = h.synced.Write(&batch)
+                st = h.synced.get().Write(&batch)
         else:
             with nogil:
-                st = h.db.Put(wo, k, v)
-        raise_for_status(st, h.backend)
+                st = h.db.get().Put(wo, k, v)
+        raise_for_status(st, h.control)
 
     def delete(self, key, *, sync=False):
         """Remove key (no error if it is absent)."""
@@ -687,13 +523,23 @@ cdef class DB:
         if sync:
             batch.Delete(k)
             with nogil:
-                st = h.synced.Write(&batch)
+                st = h.synced.get().Write(&batch)
         else:
             with nogil:
-                st = h.db.Delete(wo, k)
-        raise_for_status(st, h.backend)
+                st = h.db.get().Delete(wo, k)
+        raise_for_status(st, h.control)
 
-    # -- the rest of the API ----------------------------------------------
+    # -- the rest of the data API ------------------------------------------
+
+    def sync(self):
+        """Make every write so far durable in the store (like a synced empty write)."""
+        cdef _Handle h = self._live()
+        self._check_writable()
+        cdef ldb.WriteBatch empty
+        cdef Status st
+        with nogil:
+            st = h.synced.get().Write(&empty)
+        raise_for_status(st, h.control)
 
     def write_batch(self, *, transaction=False, sync=False):
         """A WriteBatch; as a context manager it writes on exit."""
@@ -736,7 +582,7 @@ cdef class DB:
         cdef string value
         cdef bint found
         with nogil:
-            found = h.db.GetProperty(n, &value)
+            found = h.db.get().GetProperty(n, &value)
         if not found:
             return None
         return PyBytes_FromStringAndSize(value.data(), value.size())
@@ -754,8 +600,9 @@ cdef class DB:
             e = to_slice(stop)
             ep = &e
         with nogil:
-            h.db.CompactRange(sp, ep)
-        if self._backend.lease_lost:
+            h.db.get().CompactRange(sp, ep)
+        # CompactRange reports nothing: a lease lost meanwhile must not pass unnoticed.
+        if self._has_lease and not self._lease.valid:
             raise LeaseLostError("the lease on the database was lost during compaction")
 
     def approximate_size(self, start, stop):
@@ -779,52 +626,12 @@ cdef class DB:
         for start, stop in keep:
             cranges.push_back(ldb.Range(to_slice(start), to_slice(stop)))
         with nogil:
-            h.db.GetApproximateSizes(cranges.data(), n, sizes.data())
+            h.db.get().GetApproximateSizes(cranges.data(), n, sizes.data())
         return [sizes[i] for i in range(n)]
-
-    def stats(self):
-        """Request counters, bytes moved and cache state (see README)."""
-        return self._backend.stats()
 
     @property
     def closed(self):
-        return self._h is None or self._h.db == NULL
-
-    def close(self):
-        """Close the database: upload what is left, release the lock, drop the cache."""
-        cdef _Handle handle
-        for stop, thread in ((self._flusher_stop, self._flusher), (self._refresher_stop, self._refresher)):
-            if thread is not None:
-                stop.set()
-                if thread is not threading.current_thread():
-                    thread.join()
-        with self._close_lock:
-            if self._h is None:
-                return
-            for child in list(self._children):
-                child.close()
-            handle = self._h
-            self._h = None
-            _open_databases.discard(self)
-            handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def __repr__(self):
-        state = "closed" if self.closed else "open"
-        url = self._backend.location.url if self._backend is not None else self.name
-        return f"<levels3.DB {url!r} ({state})>"
-
-    def __dealloc__(self):
-        if self._h is not None and self._backend is not None:
-            try:
-                self.close()
-            except BaseException:
-                pass
+        return self._h is None or self._h.db.get() == NULL
 
 
 
@@ -834,7 +641,7 @@ cdef class DB:
 
 cdef class WriteBatch:
     """Puts and deletes applied atomically by write() (plyvel.WriteBatch)."""
-    cdef DB _db
+    cdef NativeDB _db
     cdef ldb.WriteBatch _batch
     cdef bytes _prefix
     cdef bint _transaction
@@ -844,7 +651,7 @@ cdef class WriteBatch:
         raise TypeError("use db.write_batch()")
 
     @staticmethod
-    cdef WriteBatch _new(DB db, bytes prefix, bint transaction, bint sync):
+    cdef WriteBatch _new(NativeDB db, bytes prefix, bint transaction, bint sync):
         cdef WriteBatch self = WriteBatch.__new__(WriteBatch)
         self._db = db
         self._prefix = prefix
@@ -899,11 +706,11 @@ cdef class WriteBatch:
         self._db._check_writable()
         if self._sync:
             with nogil:
-                st = h.synced.Write(&self._batch)
+                st = h.synced.get().Write(&self._batch)
         else:
             with nogil:
-                st = h.db.Write(wo, &self._batch)
-        raise_for_status(st, h.backend)
+                st = h.db.get().Write(wo, &self._batch)
+        raise_for_status(st, h.control)
 
     def __enter__(self):
         self._db._check_open()
@@ -925,7 +732,7 @@ cdef class WriteBatch:
 
 cdef class Snapshot:
     """A consistent read-only view (plyvel.Snapshot)."""
-    cdef DB _db
+    cdef NativeDB _db
     cdef _Handle _h  # the LevelDB instance the snapshot belongs to
     cdef const ldb.Snapshot* _snap
     cdef bytes _prefix
@@ -935,7 +742,7 @@ cdef class Snapshot:
         raise TypeError("use db.snapshot()")
 
     @staticmethod
-    cdef Snapshot _new(DB db, bytes prefix):
+    cdef Snapshot _new(NativeDB db, bytes prefix):
         cdef Snapshot self = Snapshot.__new__(Snapshot)
         cdef _Handle h = db._live()
         self._db = db
@@ -944,34 +751,23 @@ cdef class Snapshot:
         # GetSnapshot/ReleaseSnapshot take the DB mutex, which a compaction
         # thread may hold while it waits for the GIL: never call them holding it.
         with nogil:
-            self._snap = h.db.GetSnapshot()
+            self._snap = h.db.get().GetSnapshot()
         db._children.add(self)
         return self
 
     cdef inline int _check(self) except -1:
-        if self._snap == NULL or self._h.db == NULL:
+        if self._snap == NULL or self._h.db.get() == NULL:
             raise RuntimeError("Database or snapshot is closed")
         return 0
 
     def get(self, key, default=None, *, verify_checksums=False, fill_cache=True):
-        cdef ldb.ReadOptions ro
-        cdef string value
-        cdef Status st
         if not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
         self._check()
         if self._prefix:
             key = self._prefix + key
         cdef Slice k = to_slice(key)
-        ro.verify_checksums = verify_checksums
-        ro.fill_cache = fill_cache
-        ro.snapshot = self._snap
-        with nogil:
-            st = self._h.db.Get(ro, k, &value)
-        if st.IsNotFound():
-            return default
-        raise_for_status(st, self._h.backend)
-        return PyBytes_FromStringAndSize(value.data(), value.size())
+        return _get(self._h, self._snap, k, default, verify_checksums, fill_cache)
 
     def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
                  include_stop=False, prefix=None, include_key=True, include_value=True,
@@ -993,9 +789,9 @@ cdef class Snapshot:
         return self.iterator()
 
     def close(self):
-        if self._snap != NULL and self._h.db != NULL:
+        if self._snap != NULL and self._h.db.get() != NULL:
             with nogil:
-                self._h.db.ReleaseSnapshot(self._snap)
+                self._h.db.get().ReleaseSnapshot(self._snap)
         self._snap = NULL
 
     release = close
@@ -1007,21 +803,21 @@ cdef class Snapshot:
         self.close()
 
     def __dealloc__(self):
-        if self._snap != NULL and self._h is not None and self._h.db != NULL:
+        if self._snap != NULL and self._h is not None and self._h.db.get() != NULL:
             with nogil:
-                self._h.db.ReleaseSnapshot(self._snap)
+                self._h.db.get().ReleaseSnapshot(self._snap)
 
 
 cdef class PrefixedDB:
     """The keys of `db` that start with `prefix`, with the prefix stripped."""
-    cdef readonly DB db
+    cdef readonly NativeDB db
     cdef readonly bytes prefix
 
     def __init__(self, *args, **kwargs):
         raise TypeError("use db.prefixed_db(prefix)")
 
     @staticmethod
-    cdef PrefixedDB _new(DB db, bytes prefix):
+    cdef PrefixedDB _new(NativeDB db, bytes prefix):
         cdef PrefixedDB self = PrefixedDB.__new__(PrefixedDB)
         self.db = db
         self.prefix = prefix
@@ -1072,13 +868,13 @@ cdef class PrefixedDB:
 # ---------------------------------------------------------------------------
 
 cdef class _BaseIterator:
-    cdef DB _db
+    cdef NativeDB _db
     cdef _Handle _h  # the LevelDB instance the iterator belongs to
     cdef object _snapshot  # keeps a snapshot alive while iterating it
     cdef ldb.Iterator* _it
     cdef object __weakref__
 
-    cdef int _init(self, DB db, Snapshot snapshot, bint verify_checksums, bint fill_cache) except -1:
+    cdef int _init(self, NativeDB db, Snapshot snapshot, bint verify_checksums, bint fill_cache) except -1:
         cdef ldb.ReadOptions ro
         cdef _Handle h = snapshot._h if snapshot is not None else db._live()
         self._db = db
@@ -1089,7 +885,7 @@ cdef class _BaseIterator:
         if snapshot is not None:
             ro.snapshot = snapshot._snap
         with nogil:
-            self._it = h.db.NewIterator(ro)
+            self._it = h.db.get().NewIterator(ro)
         db._children.add(self)
         return 0
 
@@ -1100,7 +896,7 @@ cdef class _BaseIterator:
 
     cdef inline int _check_status(self) except -1:
         cdef Status st = self._it.status()
-        raise_for_status(st, self._h.backend)
+        raise_for_status(st, self._h.control)
         return 0
 
     def close(self):
@@ -1160,7 +956,7 @@ cdef class Iterator(_BaseIterator):
         raise TypeError("use db.iterator()")
 
     @staticmethod
-    cdef Iterator _new(DB db, Snapshot snapshot, bytes db_prefix, bint reverse, start, stop,
+    cdef Iterator _new(NativeDB db, Snapshot snapshot, bytes db_prefix, bint reverse, start, stop,
                        bint include_start, bint include_stop, prefix, bint include_key,
                        bint include_value, bint verify_checksums, bint fill_cache):
         cdef Iterator self = Iterator.__new__(Iterator)
@@ -1376,7 +1172,7 @@ cdef class RawIterator(_BaseIterator):
         raise TypeError("use db.raw_iterator()")
 
     @staticmethod
-    cdef RawIterator _new(DB db, Snapshot snapshot, bint verify_checksums, bint fill_cache):
+    cdef RawIterator _new(NativeDB db, Snapshot snapshot, bint verify_checksums, bint fill_cache):
         cdef RawIterator self = RawIterator.__new__(RawIterator)
         self._init(db, snapshot, verify_checksums, fill_cache)
         return self

@@ -1,52 +1,45 @@
-"""destroy_db, repair_db and restore: maintenance calls, run on a store."""
+"""destroy_db, repair_db and restore: maintenance calls, run on a store.
+
+destroy_db and repair_db run LevelDB's DestroyDB / RepairDB through the native
+bridge on a writer's control path (engine.writer), lease held; restore copies
+a checkpoint's objects between two stores and commits the copy with
+engine.commit. May call the bridge, the engine and the stores.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from . import _native
-from .engine.backend import Backend
-from .stores.assembly import build_store, resolve_options
-from .stores.base import PutMode
 from .engine.checkpoints import needed_keys, read_checkpoint
-from .engine.layout import CURRENT_NAME, EPOCH_METADATA
+from .engine.commit import commit_current
+from .engine.layout import CURRENT_NAME
+from .engine.writer import WriterControl
 from .errors import Error
+from .leveldb_options import LevelDBOptions
 from .options import StoreOptions, parse_location
-
-_DEFAULT_CONFIG = dict(
-    create_if_missing=False, error_if_exists=False, paranoid_checks=None, write_buffer_size=None,
-    max_open_files=None, lru_cache_size=None, block_size=None, block_restart_interval=None,
-    max_file_size=None, compression="snappy", bloom_filter_bits=0, comparator=None, comparator_name=None,
-)
-
-
-def _config(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    config = dict(_DEFAULT_CONFIG)
-    store_options: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        (config if key in config else store_options)[key] = value
-    return config, store_options
+from .stores.assembly import build_store, resolve_options
 
 
 def destroy_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any) -> None:
     """Delete every object of the database at ``name`` (takes the writer lock first)."""
-    config, store_options = _config(kwargs)
-    backend = Backend.open(name, options, store_options, create_if_missing=False)
+    config, store_options = LevelDBOptions.split(kwargs)
+    control = WriterControl.open(name, options, store_options, create_if_missing=False)
     try:
-        _native._run_maintenance(backend, config, False)
-        backend.delete_all()
+        _native.run_maintenance(control, config, repair=False)
+        control.delete_all()
     finally:
-        backend.close()
+        control.close()
 
 
 def repair_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any) -> None:
     """Rebuild the database's metadata from whatever tables and logs survive."""
-    config, store_options = _config(kwargs)
-    backend = Backend.open(name, options, store_options, create_if_missing=False)
+    config, store_options = LevelDBOptions.split(kwargs)
+    control = WriterControl.open(name, options, store_options, create_if_missing=False)
     try:
-        _native._run_maintenance(backend, config, True)
+        _native.run_maintenance(control, config, repair=True)
     finally:
-        backend.close()
+        control.close()
 
 
 def restore(source: Any, checkpoint: str, target: Any, *, options: StoreOptions | None = None,
@@ -78,8 +71,7 @@ def restore(source: Any, checkpoint: str, target: Any, *, options: StoreOptions 
                             f"name, e.g. {foreign[0]!r}); restore needs an empty target")
             for key in needed:
                 dst_store.put(key, src_store.get(key))
-            dst_store.put(CURRENT_NAME, data["current"].encode(), mode=PutMode.CREATE,
-                          metadata={EPOCH_METADATA: str(data["epoch"])})
+            commit_current(dst_store, data["current"].encode(), epoch=data["epoch"], replacing=None)
         finally:
             dst_store.close()
     finally:

@@ -179,9 +179,9 @@ def test_cache_stays_within_bound_plus_open_files(tmp_path):
     # those are pinned, so the database must have many more tables than that.
     with levels3.DB(url, cache_dir=str(tmp_path / "cache"), max_cache_bytes=limit, max_open_files=74,
                     lru_cache_size=8 * 1024) as db:
-        cache = db._backend.cache
+        cache = db._control.cache
         rng = random.Random(1)
-        tables = len([n for n in db._backend.catalog.names() if n.endswith(".ldb")])
+        tables = len([n for n in db._control.catalog.names() if n.endswith(".ldb")])
         assert tables > 100
         for step in range(3000):
             db.get(b"%08d" % rng.randrange(60_000))

@@ -55,7 +55,7 @@ def _stub_names() -> dict[str, set[str]]:
 def test_stub_matches_the_extension() -> None:
     """Every public class and method of the extension is in the stub, and the other way round."""
     stub = _stub_names()
-    for name in ("DB", "PrefixedDB", "WriteBatch", "Snapshot", "Iterator", "RawIterator"):
+    for name in ("NativeDB", "PrefixedDB", "WriteBatch", "Snapshot", "Iterator", "RawIterator"):
         assert name in stub, f"{name} missing from _native.pyi"
     for name, methods in stub.items():
         cls = getattr(_native, name)
@@ -72,7 +72,7 @@ def test_stub_keyword_arguments_match() -> None:
 
     tree = ast.parse(STUB.read_text())
     for node in tree.body:
-        if not (isinstance(node, ast.ClassDef) and node.name in ("DB", "PrefixedDB", "Snapshot")):
+        if not (isinstance(node, ast.ClassDef) and node.name in ("NativeDB", "PrefixedDB", "Snapshot")):
             continue
         for item in node.body:
             if not isinstance(item, ast.FunctionDef) or item.name.startswith("_"):

@@ -1,20 +1,26 @@
 """Checkpoints: a recorded version, stored as ``checkpoints/<name>.json``.
 
 The JSON names CURRENT's content and every object of every live file at the
-time (see Backend.create_checkpoint); nothing is copied. Whoever deletes objects
-(the writer's reaper, ``levels3 gc``) must keep what any checkpoint names, and
-must delete nothing it cannot prove unneeded when a checkpoint cannot be read.
+time; nothing is copied. This module owns that format: writing one
+(write_checkpoint, which the writer calls once it has chosen the objects) and
+reading one back. Whoever deletes objects (the writer's reaper, ``levels3 gc``)
+must keep what any checkpoint names, and must delete nothing it cannot prove
+unneeded when a checkpoint cannot be read. May call the store interface only.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..errors import ConfigurationError, Error, ObjectNotFound
-from ..stores.base import ObjectStore
+from ..errors import ConfigurationError, Error, ObjectNotFound, PreconditionFailed
+from ..stores.base import ObjectStore, PutMode
 from .layout import CHECKPOINT_PREFIX
+
+if TYPE_CHECKING:
+    from .catalog import StoredObject
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 FORMAT_VERSION = 1
@@ -48,6 +54,22 @@ def _well_formed(data: Any) -> bool:
                     and all(isinstance(n, int) for n in (row[1], row[2], row[4]))):
                 return False
     return True
+
+
+def write_checkpoint(store: ObjectStore, name: str, *, epoch: int, current: str,
+                     files: Mapping[str, Sequence["StoredObject"]]) -> None:
+    """Store checkpoint ``name``: CURRENT's content and the objects of every live file.
+
+    Created with If-None-Match, so an existing checkpoint is never replaced.
+    """
+    key = checkpoint_key(name)
+    rows = {file: [[o.key, o.offset, o.size, o.etag, o.level] for o in objects] for file, objects in files.items()}
+    body = json.dumps({"version": FORMAT_VERSION, "name": name, "epoch": epoch, "created": time.time(),
+                       "current": current, "files": rows}, sort_keys=True).encode()
+    try:
+        store.put(key, body, mode=PutMode.CREATE)
+    except PreconditionFailed:
+        raise Error(f"a checkpoint named {name!r} already exists in {store.url}") from None
 
 
 def read_checkpoint(store: ObjectStore, name: str) -> dict[str, Any]:

@@ -1,0 +1,350 @@
+"""The Env's control path for one open database: what the native Env asks of Python.
+
+The native Env (csrc/object_env.h) calls one method of an EnvControl per
+control operation: open_read, release_read, create, persist, remove, rename,
+list, size, lock, unlock. The data path (Append, Read) never comes here. A
+method raises on failure; the bridge records the exception with
+``failures.note`` and puts the token it returns into the LevelDB Status, and
+the call whose Status reports it re-raises it (``error_for``), even when the
+callback ran on LevelDB's compaction thread and the Status surfaces later on
+another thread.
+
+Callbacks come concurrently from the caller's threads and LevelDB's
+compaction thread, some while LevelDB holds its DB mutex: they answer from the
+catalog and the cache and do store work only where LevelDB syncs or closes a
+file. This module holds what a writer and a follower do alike; WriterControl
+(engine.writer) uploads, fences and deletes, FollowerControl (engine.follower)
+never writes to the store. May call the store interface, the cache, the
+catalog and the layout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from typing import Any, Mapping
+
+from ..errors import Error, IOError, LeaseLostError, ObjectNotFound, StaleVersionError, StoreError
+from ..lock import LeaseLock
+from ..options import Location, StoreOptions, parse_location
+from ..stores.assembly import build_store, resolve_options
+from ..stores.base import ObjectStore
+from ..stores.counting import CountingStore
+from .cache import LocalCache
+from .catalog import Catalog, FileRecord, StoredObject
+from .layout import CURRENT_NAME, FileKind, kind_of
+
+log = logging.getLogger("levels3.backend")
+
+
+def connect(name: Any, options: StoreOptions | None, overrides: Mapping[str, Any], *,
+            create: bool) -> tuple[Location, StoreOptions, ObjectStore, CountingStore]:
+    """Parse the name and options and build the layered store for them."""
+    location = parse_location(name)
+    opts = resolve_options(options, overrides)
+    try:
+        store, counters = build_store(location, opts, create=create)
+    except ObjectNotFound as exc:
+        raise Error(f"{location.url} does not exist (create_if_missing is false)") from exc
+    return location, opts, store, counters
+
+
+class FailureRegistry:
+    """Exceptions the Env's callbacks raised, each under the short token its Status message carries.
+
+    LevelDB keeps a background error (a failed compaction upload) and returns
+    it from every later write, so a token is looked up, not consumed; the last
+    ``capacity`` exceptions are kept. The class of the exception a caller gets
+    never depends on the message's other text.
+    """
+
+    _TOKEN = re.compile(r"\[levels3 failure (\d+)\] ")
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._entries: OrderedDict[int, BaseException] = OrderedDict()
+        self._numbers = itertools.count(1)
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def note(self, exc: BaseException) -> str:
+        """Keep ``exc``; the message for its Status, starting with its token.
+
+        Kept without tracebacks (on it and the exceptions it chains to): a
+        traceback holds the frames of the thread that called into LevelDB, and
+        with them whatever those frames hold (a refreshed-away generation, say).
+        """
+        chained: BaseException | None = exc
+        seen: set[int] = set()
+        while chained is not None and id(chained) not in seen:
+            seen.add(id(chained))
+            chained.__traceback__ = None
+            chained = chained.__cause__ or chained.__context__
+        number = next(self._numbers)
+        with self._lock:
+            self._entries[number] = exc
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        return f"[levels3 failure {number}] {type(exc).__name__}: {exc}"
+
+    def take(self, message: str) -> tuple[str, BaseException | None]:
+        """The message without its token(s), and the exception the first one names (if still kept)."""
+        original = None
+        match = self._TOKEN.search(message)
+        if match is not None:
+            with self._lock:
+                original = self._entries.get(int(match.group(1)))
+        return self._TOKEN.sub("", message), original
+
+
+#: Exceptions whose class tells the caller what to do next (stop writing; refresh):
+#: re-raised as such when a callback raised them. Anything else takes the class of
+#: the Status that reported it, chained to what the callback raised.
+_ACTIONABLE = (LeaseLostError, StaleVersionError)
+
+
+class EnvControl:
+    """Control path of one open database: its store, catalog, cache, and the Env's callbacks."""
+
+    #: The lease a writer holds; a follower holds none.
+    lease: LeaseLock | None = None
+    #: The checkpoint a follower shows, if any.
+    checkpoint: str | None = None
+
+    def __init__(self, location: Location, options: StoreOptions, store: ObjectStore, counters: CountingStore,
+                 cache: LocalCache) -> None:
+        self.location = location
+        self.options = options
+        self.store = store
+        self.counters = counters
+        self.cache = cache
+        self.catalog = Catalog()
+        self.failures = FailureRegistry()
+        self.closing = False
+        self._closed = False
+        self._unread_logs: list[tuple[str, BaseException]] = []  # WAL fetches that failed (see _refuse_version_without_logs)
+        self._opening = True  # until LevelDB's DB::Open returns (finish_open)
+
+    # -- the bridge's side ------------------------------------------------------
+
+    @property
+    def local_dir(self) -> str:
+        return self.cache.directory
+
+    @property
+    def lease_lost(self) -> bool:
+        return self.lease is not None and not self.lease.valid
+
+    def error_for(self, status_class: type[Exception], message: str) -> Exception:
+        """The exception for a failed LevelDB Status whose class the bridge chose from its kind.
+
+        The exception a callback raised for it (named by the message's token)
+        becomes its cause. LevelDB names the private cache directory; users know
+        the database by its URL.
+        """
+        message, original = self.failures.take(message.replace(self.local_dir, self.location.url))
+        cls = next((c for c in _ACTIONABLE if isinstance(original, c)), status_class)
+        error = cls(message)
+        if original is not None:
+            error.__cause__ = original
+        return error
+
+    def finish_open(self) -> None:
+        self._opening = False
+
+    def begin_close(self) -> None:
+        """LevelDB is about to be deleted: its last WAL tail must now be uploaded."""
+        self.closing = True
+
+    def close(self) -> None:
+        """After LevelDB is gone: tidy the cache and release the store."""
+        if self._closed:
+            return
+        self._closed = True
+        self.closing = True
+        try:
+            self._finish()
+        finally:
+            self.cache.close()
+            if self._owns_store():
+                self.store.close()
+
+    def _finish(self) -> None:
+        """What a closing database still has to do in the store (a writer's last uploads)."""
+
+    def _owns_store(self) -> bool:
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        counters = self.counters.snapshot()
+        counters.update(
+            cache_hits=self.cache.hits,
+            cache_misses=self.cache.misses,
+            cache_bytes=self.cache.bytes,
+            cache_peak_bytes=self.cache.peak_bytes,
+            cache_evictions=self.cache.evictions,
+            lease_puts=self.lease.writes if self.lease is not None else 0,
+        )
+        return counters
+
+    # -- Env callbacks -------------------------------------------------------------
+
+    def open_read(self, name: str) -> str:
+        record = self.catalog.get(name)
+        if record is None or record.writing or record.unsent_tail or record.local:
+            path = self.cache.pin_local(name)
+            if path is None:
+                raise ObjectNotFound(f"{name} does not exist", operation="open", key=name)
+            return path
+        path = self.cache.open_cached(name, record.fingerprint)
+        if path is not None:
+            return path
+        try:
+            return self._fetch(record)
+        except BaseException as exc:
+            if kind_of(name) is FileKind.WAL:
+                self._unread_logs.append((name, exc))
+            raise
+
+    def release_read(self, name: str) -> None:
+        self.cache.release(name)
+
+    def create(self, name: str) -> str:
+        raise NotImplementedError
+
+    def persist(self, name: str, size: int, final: bool) -> None:
+        kind = kind_of(name)
+        if kind.local_only:
+            if final:
+                self.cache.finish_write(name, size, "")
+            return
+        record = self.catalog.get(name)
+        if record is None:
+            raise IOError(f"{name} was removed while it was being written")
+        if record.local:
+            if final:
+                record.writing = False
+                self.cache.finish_write(name, size, "")
+            return
+        self._persist_durable(record, kind, size, final)
+
+    def _persist_durable(self, record: FileRecord, kind: FileKind, size: int, final: bool) -> None:
+        raise NotImplementedError
+
+    def remove(self, name: str) -> None:
+        if kind_of(name) is FileKind.LOCK:
+            return  # a writer's lease is released at close, after the last upload
+        record = self.catalog.pop(name)
+        if record is None and self.cache.local_size(name) is None:
+            raise ObjectNotFound(f"{name} does not exist", operation="delete", key=name)
+        if record is not None and record.objects:
+            self._drop_objects(record)
+        self.cache.discard(name)
+
+    def _drop_objects(self, record: FileRecord) -> None:
+        """LevelDB no longer needs the objects of a file it removed."""
+
+    def rename(self, src: str, dst: str) -> None:
+        src_kind, dst_kind = kind_of(src), kind_of(dst)
+        if src_kind.local_only and dst_kind.local_only:
+            self.cache.rename(src, dst)
+            return
+        if dst_kind is FileKind.CURRENT:
+            self._refuse_version_without_logs()
+        self._rename_durable(src, dst)
+
+    def _rename_durable(self, src: str, dst: str) -> None:
+        raise NotImplementedError
+
+    def list(self, directory: str) -> list[str]:
+        return self.catalog.names(directory)
+
+    def size(self, name: str) -> int:
+        record = self.catalog.get(name)
+        if record is not None and not record.writing and not record.unsent_tail and not record.local:
+            return record.size
+        local = self.cache.local_size(name)
+        if local is None:
+            raise ObjectNotFound(f"{name} does not exist", operation="size", key=name)
+        return local
+
+    def lock(self) -> None:
+        self._check_lease()
+
+    def unlock(self) -> None:
+        """LevelDB unlocks before its last uploads run; a writer releases its lease in close()."""
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
+    def _object_missing(self, obj: StoredObject) -> None:
+        """An object the catalog lists is gone from the store: raise what that means here
+        (the ObjectNotFound itself follows if this returns)."""
+
+    def _fetch(self, record: FileRecord) -> str:
+        """Download every object of the file into the cache; returns the pinned path."""
+        self._check_size(record.name, record.size)
+        temp = self.cache.temp_path(record.name)
+        try:
+            with open(temp, "wb") as f:
+                for obj in record.objects:
+                    try:
+                        data = self.store.get(obj.key)
+                    except ObjectNotFound:
+                        self._object_missing(obj)
+                        raise
+                    if len(data) != obj.size:
+                        raise StoreError(f"{obj.key} changed size while being read ({len(data)} != {obj.size})",
+                                         operation="get", key=obj.key)
+                    f.write(data)
+            return self.cache.insert_downloaded(record.name, temp, record.size, record.fingerprint)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _refuse_version_without_logs(self) -> None:
+        """Without paranoid_checks, LevelDB's recovery skips a log it cannot open
+        and then commits a version past it: the log's writes would be lost for
+        good. A WAL that could not be fetched therefore fails the commit (and so
+        DB::Open), and its objects stay in the store for the next attempt. It fails
+        as the fetch did: a follower whose log was deleted under it has a stale version."""
+        if self._unread_logs:
+            causes = [exc for _, exc in self._unread_logs]
+            cause = next((e for e in causes if isinstance(e, StaleVersionError)), causes[0])
+            cls = StaleVersionError if isinstance(cause, StaleVersionError) else IOError
+            raise cls("not committing a version without the write-ahead log(s) that could not be read: "
+                      + "; ".join(f"{name}: {exc}" for name, exc in self._unread_logs)) from cause
+
+    def _read_local(self, name: str, start: int, end: int) -> bytes:
+        with open(self.cache.path(name), "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        if len(data) != end - start:
+            raise IOError(f"{name}: local file is shorter than the {end} bytes LevelDB wrote")
+        return data
+
+    def _check_size(self, name: str, size: int) -> None:
+        if size > self.options.max_object_size:
+            raise StoreError(f"{name} is {size} bytes, above max_object_size={self.options.max_object_size}",
+                             operation="put", key=name)
+
+    def _write_local(self, name: str, data: bytes) -> None:
+        """A file that exists only in this cache (a follower's checkpoint CURRENT)."""
+        path = self.cache.start_write(name)
+        with open(path, "wb") as f:
+            f.write(data)
+        self.cache.finish_write(name, len(data), "")
+        self.catalog.put(FileRecord(name, local=True))
+
+    def _current_text(self) -> str:
+        with open(self.cache.path(CURRENT_NAME), "rb") as f:
+            return f.read().decode()

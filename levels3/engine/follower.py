@@ -1,0 +1,114 @@
+"""A follower's control path: a read-only view of the newest committed state, or of a checkpoint.
+
+FollowerControl takes no lock, claims no epoch and never writes to the
+store. LevelDB still recovers on open (replays the WAL, writes a new
+MANIFEST); those files live only in the follower's private cache directory.
+A refresh is a new generation on the same store, reusing the cached files
+whose content is unchanged. May call the store interface and the engine's
+catalog, cache, checkpoints, layout and manifest parser.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from ..errors import Error, ReadOnlyError, StaleVersionError
+from ..options import StoreOptions
+from .cache import LocalCache
+from .catalog import Catalog, FileRecord, StoredObject
+from .checkpoints import read_checkpoint
+from .control import EnvControl, connect
+from .layout import CURRENT_NAME, FileKind, kind_of
+from .manifest import ManifestError, parse_manifest
+
+log = logging.getLogger("levels3.backend")
+
+
+class FollowerControl(EnvControl):
+    """The control path of a read-only follower."""
+
+    owns_store = True  # a refresh passes the store on to the next generation
+
+    @classmethod
+    def open(cls, name: Any, options: StoreOptions | None, overrides: Mapping[str, Any], *,
+             checkpoint: str | None = None, previous: "FollowerControl | None" = None) -> "FollowerControl":
+        """List the store (or read the checkpoint): ready for DB::Open on a private cache."""
+        if previous is not None:
+            location, opts, store, counters = previous.location, previous.options, previous.store, previous.counters
+        else:
+            location, opts, store, counters = connect(name, options, overrides, create=False)
+        cache: LocalCache | None = None
+        try:
+            cache = LocalCache(None, opts.max_cache_bytes, parent=opts.cache_dir)
+            control = cls(location, opts, store, counters, cache)
+            if checkpoint is not None:
+                data = read_checkpoint(store, checkpoint)
+                control.checkpoint = checkpoint
+                control.catalog = Catalog.from_checkpoint(data["files"])
+                control._write_local(CURRENT_NAME, data["current"].encode())
+            else:
+                control.catalog = Catalog.load(store)
+                if control.catalog.get(CURRENT_NAME) is None:
+                    raise Error(f"{location.url} does not exist (no CURRENT): nothing to follow")
+            current = {r.name: r.fingerprint for r in control.catalog.records() if not r.local}
+            if previous is not None:
+                cache.adopt_links(previous.cache, current)
+                control.owns_store = False  # until the refresh that made it succeeds
+            log.info("opened %s read-only%s (cache %s)", location.url,
+                     f" at checkpoint {checkpoint!r}" if checkpoint else "", cache.directory)
+            return control
+        except BaseException:
+            if cache is not None:
+                cache.close()
+            if previous is None:
+                store.close()
+            raise
+
+    def next_generation(self) -> "FollowerControl":
+        """A refresh: a new view of the store's newest committed state."""
+        return FollowerControl.open(None, None, {}, previous=self)
+
+    def listing_missed_tables(self) -> bool:
+        """Whether the MANIFEST that CURRENT names lists a table this follower's LIST did
+        not see: the writer created it after the LIST had passed its key (a LIST of many
+        pages is no snapshot). LevelDB's open then reports the table missing; listing
+        again finds it."""
+        try:
+            manifest = self._read_whole(self._read_whole(CURRENT_NAME).decode().strip())
+            state = parse_manifest("MANIFEST", manifest, check_crc=False)
+        except (OSError, Error, ManifestError, UnicodeDecodeError):
+            return False
+        listed = {name for name in self.catalog.names() if kind_of(name) is FileKind.TABLE}
+        return any(f"{n:06d}.ldb" not in listed and f"{n:06d}.sst" not in listed for n in state.tables)
+
+    def _read_whole(self, name: str) -> bytes:
+        path = self.open_read(name)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        finally:
+            self.release_read(name)
+
+    def _owns_store(self) -> bool:
+        return self.owns_store
+
+    # -- Env callbacks -------------------------------------------------------------
+
+    def create(self, name: str) -> str:
+        if not kind_of(name).local_only:
+            self.catalog.put(FileRecord(name, writing=True, local=True))
+        return self.cache.start_write(name)
+
+    def _persist_durable(self, record: FileRecord, kind: FileKind, size: int, final: bool) -> None:
+        raise ReadOnlyError(f"a read-only follower cannot write {record.name}")
+
+    def _rename_durable(self, src: str, dst: str) -> None:
+        if kind_of(dst) is not FileKind.CURRENT:
+            raise ReadOnlyError(f"a read-only follower cannot rename {src} to {dst}")
+        self.cache.rename(src, dst)
+        self.catalog.put(FileRecord(dst, local=True))
+
+    def _object_missing(self, obj: StoredObject) -> None:
+        raise StaleVersionError(f"{obj.key} was deleted by the writer: this follower's version is older than "
+                                "deletion_grace; call refresh()") from None

@@ -1,0 +1,328 @@
+"""A writer's control path: the lease, the fence, uploads, commits and deferred deletion.
+
+WriterControl is the EnvControl of the one process that writes a database.
+It takes the lease, claims an epoch (engine.commit), uploads tables whole and
+the WAL and MANIFEST as segments (engine.segments plans the merges), commits
+CURRENT, and hands what LevelDB drops to the reaper. Every upload checks the
+lease first, and a synced write is acknowledged only if the lease still held
+when its segment landed. May call the stores (assembly included), the lock,
+and the engine's catalog, cache, reaper, checkpoints and layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Mapping
+
+from ..errors import Error, IOError, LeaseLostError, ObjectNotFound, PreconditionFailed
+from ..lock import LeaseLock, database_lease
+from ..options import Location, StoreOptions
+from ..stores.assembly import ensure_conditional_writes
+from ..stores.base import ObjectStore, PutMode
+from ..stores.counting import CountingStore
+from .cache import LocalCache
+from .catalog import Catalog, FileRecord, StoredObject
+from .checkpoints import checkpoint_key, needed_keys, read_checkpoint, write_checkpoint
+from .commit import claim_epoch, commit_current
+from .control import EnvControl, connect
+from .layout import CURRENT_NAME, FileKind, kind_of, object_key
+from .reaper import Reaper
+from .segments import MERGED_SEGMENT_GRACE, plan_segment_upload, seal_plan
+
+log = logging.getLogger("levels3.backend")
+
+
+class WriterControl(EnvControl):
+    """The control path of a database's single writer."""
+
+    lease: LeaseLock
+
+    def __init__(self, location: Location, options: StoreOptions, store: ObjectStore, counters: CountingStore,
+                 cache: LocalCache, lease: LeaseLock) -> None:
+        super().__init__(location, options, store, counters, cache)
+        self.lease = lease
+        self.epoch = 0  # this writer's epoch, set by fence()
+        self.current_etag: str | None = None  # the CURRENT version we committed or fenced
+        self._failures: list[str] = []  # uploads that failed where LevelDB cannot report them
+        # Objects LevelDB deleted wait there for deletion_grace, for followers on older versions.
+        self.reaper = Reaper(store, options.deletion_grace, self._check_lease)
+        self._wal_lock = threading.Lock()  # a rolled WAL's tail upload vs. its removal
+
+    @classmethod
+    def open(cls, name: Any, options: StoreOptions | None, overrides: Mapping[str, Any], *,
+             create_if_missing: bool) -> "WriterControl":
+        """Take the lease, fence earlier writers and list the store: ready for DB::Open."""
+        location, opts, store, counters = connect(name, options, overrides, create=create_if_missing)
+        cache: LocalCache | None = None
+        lease: LeaseLock | None = None
+        try:
+            ensure_conditional_writes(store, location, opts)
+            lease = database_lease(store, opts)
+            lease.acquire()
+            cache = LocalCache(opts.cache_dir, opts.max_cache_bytes)
+            control = cls(location, opts, store, counters, cache, lease)
+            control.fence()
+            control.catalog = Catalog.load(store)
+            if control.current_etag is None:
+                # A new database: no CURRENT to fence; stay above anything a failed creation left.
+                control.epoch = control.catalog.max_epoch + 1
+            for checkpoint in control.catalog.checkpoints:
+                control._protect_checkpoint(checkpoint)
+            # What earlier writers left: dropped at the latest when the newest object was uploaded.
+            control._retire(control.catalog.garbage, dropped_ago=control._time_since_last_upload())
+            control.catalog.garbage = []
+            cache.adopt({r.name: r.fingerprint for r in control.catalog.records()})
+            log.info("opened %s as writer epoch %d (cache %s)", location.url, control.epoch, cache.directory)
+            return control
+        except BaseException:
+            if cache is not None:
+                cache.close()
+            if lease is not None:
+                lease.release()
+            store.close()
+            raise
+
+    def fence(self) -> None:
+        """Claim the next writer epoch (engine.commit.claim_epoch)."""
+        epoch, self.current_etag = claim_epoch(self.store, self._check_lease)
+        if self.current_etag is not None:
+            self.epoch = epoch
+
+    def _time_since_last_upload(self) -> float:
+        """Seconds since an earlier writer last uploaded anything (0 if unknown); the
+        LIST's LastModified has a resolution of one second, hence the margin."""
+        return max(0.0, self.catalog.idle_seconds - 1.0 + time.monotonic() - self.catalog.listed_at)
+
+    # -- closing -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """After LevelDB is gone: send rolled-over WAL tails, release the lease, tidy the cache."""
+        if self._closed:
+            return
+        super().close()
+        if self._failures:
+            raise IOError("data written since the last sync could not be uploaded at close: "
+                          + "; ".join(self._failures))
+
+    def _finish(self) -> None:
+        for record in self.catalog.records():
+            if record.unsent_tail:
+                try:
+                    self._send_rolled_tail(record)
+                except BaseException as exc:
+                    self._failures.append(f"{record.name}: {exc}")
+        self.reaper.stop()
+        self.reaper.reap()
+        self.lease.release()
+
+    def wal_has_unsent_bytes(self) -> bool:
+        """Whether the WAL being written holds bytes the store does not have yet."""
+        for record in self.catalog.records():
+            if record.writing and kind_of(record.name) is FileKind.WAL:
+                size = self.cache.written_size(record.name)
+                if size is not None and size > record.size:
+                    return True
+        return False
+
+    # -- Env callbacks -------------------------------------------------------------
+
+    def create(self, name: str) -> str:
+        if not kind_of(name).local_only:
+            self._check_lease()
+            older = self.catalog.get(name)
+            if older is not None and older.objects:
+                # An earlier epoch's object of this name was never committed (LevelDB
+                # never reuses a live file number). It is left alone: never read, and
+                # removed later by gc.
+                log.info("%s from writer epoch %d is superseded", name, older.epoch)
+                self.catalog.garbage.extend(older.objects)
+            self.catalog.put(FileRecord(name, self.epoch, writing=True))
+        return self.cache.start_write(name)
+
+    def _persist_durable(self, record: FileRecord, kind: FileKind, size: int, final: bool) -> None:
+        if kind is FileKind.WAL and final and not self.closing:
+            # A WAL rolls over when its memtable goes to a table: that table will
+            # carry these bytes to the store, so the unsynced tail is not uploaded
+            # now (it would be deleted moments later). close() sends it if the
+            # table did not make it first.
+            record.writing = False
+            record.unsent_tail = size > record.size
+            return
+        try:
+            if kind is FileKind.WAL:
+                # A sync makes every earlier write durable, as in LevelDB: first the
+                # tail of a rolled WAL whose table has not landed yet.
+                for older in self.catalog.records():
+                    if older.unsent_tail:
+                        self._send_rolled_tail(older)
+            if kind.segmented:
+                self._upload_tail(record, size, seal=final and self.closing)
+            elif final:
+                self._upload_whole(record, size)
+        except BaseException as exc:
+            if final and kind.segmented:
+                # From a destructor LevelDB cannot report this; close() will.
+                self._failures.append(f"{record.name}: {exc}")
+            raise
+        if final:
+            record.writing = False
+            self.cache.finish_write(record.name, size, record.fingerprint)
+
+    def _drop_objects(self, record: FileRecord) -> None:
+        self._check_lease()
+        dropped_ago = 0.0
+        if self._opening and kind_of(record.name) is FileKind.TABLE and record.epoch < self.epoch:
+            # Obsolete when this writer opened: an earlier writer dropped it, at the
+            # latest when it last uploaded (its MANIFEST edit saying so).
+            dropped_ago = self._time_since_last_upload()
+        with self._wal_lock:
+            self._retire(record.objects, dropped_ago=dropped_ago)
+
+    def _rename_durable(self, src: str, dst: str) -> None:
+        if kind_of(dst) is FileKind.CURRENT:
+            self._commit_current(src)
+        elif kind_of(src).local_only:
+            self._publish(src, dst)
+        else:
+            self._move(src, dst)
+
+    # -- uploads -------------------------------------------------------------------
+
+    def _send_rolled_tail(self, record: FileRecord) -> None:
+        """Upload what a rolled-over WAL never sent, unless LevelDB dropped it meanwhile
+        (its table is committed then, and the bytes are not needed)."""
+        with self._wal_lock:
+            if not record.unsent_tail or self.catalog.get(record.name) is not record:
+                return
+            self._upload_tail(record, os.path.getsize(self.cache.path(record.name)), seal=self.closing)
+            record.unsent_tail = False
+
+    def _upload_tail(self, record: FileRecord, size: int, *, seal: bool = False) -> None:
+        """Upload the bytes since the last upload as one new object, merged with
+        the objects before it when plan_segment_upload says so. ``seal`` (the
+        file's last upload, at close) folds in every trailing object that fits in
+        MERGE_MAX_BYTES, so the next cold open reads the file in one object."""
+        start = record.size
+        if seal:
+            absorbed = seal_plan(record.objects, size - start)
+            level = 1 + max((o.level for o in record.objects[len(record.objects) - absorbed:]), default=-1)
+        else:
+            absorbed, level = plan_segment_upload(record.objects, size - start)
+        if size <= start and not absorbed:
+            return
+        self._check_lease()
+        merged = record.objects[len(record.objects) - absorbed:] if absorbed else []
+        offset = merged[0].offset if merged else start
+        key = object_key(record.name, record.epoch, offset, end=size, level=level)
+        etag = self.store.put(key, self._read_local(record.name, offset, size), mode=PutMode.CREATE)
+        record.objects[len(record.objects) - absorbed:] = [StoredObject(key, offset, size - offset, etag, level)]
+        # A sync is acknowledged only if the lease was still ours when the segment
+        # landed: then no successor can have listed the store before it did.
+        self._check_lease()
+        if merged:
+            self._retire(merged, grace=MERGED_SEGMENT_GRACE)  # readers prefer the merged object already
+
+    def _upload_whole(self, record: FileRecord, size: int) -> None:
+        if record.objects:
+            return  # already uploaded (Close after an earlier final persist)
+        self._check_lease()
+        self._check_size(record.name, size)
+        key = object_key(record.name, record.epoch)
+        data = self._read_local(record.name, 0, size)
+        try:
+            etag = self.store.put(key, data, mode=PutMode.CREATE)
+        except PreconditionFailed:
+            raise IOError(f"{key} already exists in the store: another writer used this epoch") from None
+        record.objects.append(StoredObject(key, 0, size, etag))
+
+    def _publish(self, temp_name: str, name: str) -> None:
+        """A local temp file becomes a durable file (repair writes its MANIFEST this way)."""
+        self._check_lease()
+        size = self.cache.local_size(temp_name)
+        if size is None:
+            raise ObjectNotFound(f"{temp_name} does not exist", operation="rename", key=temp_name)
+        record = FileRecord(name, self.epoch)
+        self.cache.rename(temp_name, name)
+        if kind_of(name).segmented:
+            self._upload_tail(record, size)
+        else:
+            self._upload_whole(record, size)
+        self.cache.set_fingerprint(name, record.fingerprint)
+        self.catalog.put(record)
+
+    def _commit_current(self, temp_name: str) -> None:
+        """Publish a new CURRENT: the single atomic PUT that commits a version,
+        conditional on the version this writer fenced or last committed."""
+        self._check_lease()
+        size = self.cache.local_size(temp_name)
+        if size is None:
+            raise ObjectNotFound(f"{temp_name} does not exist", operation="rename", key=temp_name)
+        data = self._read_local(temp_name, 0, size)
+        try:
+            etag = commit_current(self.store, data, epoch=self.epoch, replacing=self.current_etag)
+        except PreconditionFailed:
+            raise LeaseLostError(f"CURRENT of {self.location.url} was changed by another writer; "
+                                 "this writer has been fenced out") from None
+        self.current_etag = etag
+        self.cache.rename(temp_name, CURRENT_NAME)
+        record = FileRecord(CURRENT_NAME, self.epoch, [StoredObject(CURRENT_NAME, 0, size, etag)])
+        self.cache.set_fingerprint(CURRENT_NAME, record.fingerprint)
+        self.catalog.put(record)
+
+    def _move(self, src: str, dst: str) -> None:
+        """A general rename (repair archives files into lost/): copy, then delete."""
+        self._check_lease()
+        record = self.catalog.get(src)
+        if record is None:
+            raise ObjectNotFound(f"{src} does not exist", operation="rename", key=src)
+        path = self.open_read(src)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        finally:
+            self.release_read(src)
+        key = object_key(dst, self.epoch)
+        etag = self.store.put(key, data)
+        self.catalog.put(FileRecord(dst, self.epoch, [StoredObject(key, 0, len(data), etag)]))
+        self.catalog.pop(src)
+        self.reaper.delete_now([o.key for o in record.objects])  # keeps what a checkpoint needs
+        self.cache.discard(src)
+
+    # -- deletion and checkpoints ----------------------------------------------------
+
+    def _retire(self, objects: list[StoredObject], *, dropped_ago: float = 0.0, grace: float | None = None) -> None:
+        self.reaper.retire((o.key for o in objects), dropped_ago=dropped_ago, grace=grace)
+
+    def _protect_checkpoint(self, name: str) -> None:
+        try:
+            data = read_checkpoint(self.store, name)
+        except Error as exc:
+            # What it needs is unknown, so nothing may go: garbage waits for a writer that can read it.
+            self.reaper.hold(f"checkpoint {name!r} cannot be read ({exc})")
+            return
+        self.reaper.protect(needed_keys(data))
+
+    def create_checkpoint(self, name: str) -> None:
+        """Record the committed state (CURRENT's content and every object of every
+        live file) as checkpoints/<name>.json; nothing is copied."""
+        self._check_lease()
+        checkpoint_key(name)  # a bad name fails before anything is protected
+        current = self._current_text()
+        with self.reaper.paused():  # nothing it names can be deleted between the snapshot and its protection
+            live = {r.name: list(r.objects) for r in self.catalog.records() if r.objects and r.name != CURRENT_NAME}
+            self.reaper.protect(o.key for objects in live.values() for o in objects)
+        write_checkpoint(self.store, name, epoch=self.epoch, current=current, files=live)
+
+    def delete_all(self) -> None:
+        """After DestroyDB: remove every object of ours that is left (CURRENT, superseded ones)."""
+        self._check_lease()
+        self.reaper.forget_protection()  # destroying the database takes its checkpoints too
+        self.reaper.reap(everything=True)
+        keys = [o.key for record in self.catalog.records() for o in record.objects]
+        for record in self.catalog.records():
+            self.catalog.pop(record.name)
+        self.reaper.delete_now(keys + [checkpoint_key(name) for name in self.catalog.checkpoints])
+
