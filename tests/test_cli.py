@@ -178,7 +178,7 @@ def test_missing_database_exits_1(tmp_path, moto_endpoint, server_bucket) -> Non
 
 @pytest.mark.parametrize("target", ["moto_server"], indirect=True)
 def test_put_get_delete_scan_s3(target: Target) -> None:
-    fails(target.run("put", "a", "1"))  # no --create: nothing is created
+    fails(target.run("put", "a", "1"), message="pass --create")  # no --create: nothing is created
     ok(target.run("put", "a", "1", "--create", "--sync"))
     ok(target.run("put", "b", "2"))
     assert ok(target.run("scan")).stdout.splitlines() == ["a\t1", "b\t2"]

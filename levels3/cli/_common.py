@@ -1,4 +1,8 @@
-"""Shared pieces of the command line: store options, opening, rendering, errors."""
+"""Shared pieces of the command line: store options, opening, rendering, errors.
+
+Stores come from levels3.stores (assembly), databases from levels3.DB; the
+subcommand modules present what those return.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import sys
 from typing import Any
 
 from ..stores.assembly import build_store, resolve_options
-from ..errors import ConfigurationError
+from ..engine.layout import CURRENT_NAME
+from ..errors import ConfigurationError, ObjectNotFound
 from ..options import Location, StoreOptions, parse_location
 from ..stores.base import ObjectStore
 
@@ -87,6 +92,21 @@ def open_store(args: argparse.Namespace, url: str, *, create: bool = False) -> t
     options = s3_options(args)
     store, _ = build_store(location, options, create=create)
     return location, options, store
+
+
+def database_exists(args: argparse.Namespace, url: str) -> bool:
+    """Whether a database is committed at url (its CURRENT exists)."""
+    try:
+        _, _, store = open_store(args, url)
+    except ObjectNotFound:
+        return False  # not even its directory
+    try:
+        store.head(CURRENT_NAME)
+        return True
+    except ObjectNotFound:
+        return False
+    finally:
+        store.close()
 
 
 def open_db(args: argparse.Namespace, url: str, **config: Any) -> Any:

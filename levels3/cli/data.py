@@ -1,4 +1,4 @@
-"""get, put, delete and scan: single keys and ranges."""
+"""get, put, delete and scan: single keys and ranges, through levels3.DB."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import Error
-from ._common import FORMATS, CommandError, UsageError, emit_json, open_db, parse_bytes, render
+from ._common import FORMATS, CommandError, UsageError, database_exists, emit_json, open_db, parse_bytes, render
 
 
 def _key_options(p: argparse.ArgumentParser) -> None:
@@ -98,12 +98,19 @@ def cmd_put(args: argparse.Namespace) -> int:
     try:
         db = open_db(args, args.url, create_if_missing=args.create)
     except Error as exc:
-        if not args.create and "does not exist" in str(exc):
+        if not args.create and _certainly_absent(args):
             raise CommandError(f"{exc}; pass --create to create it") from None
         raise
     with db:
         db.put(key, value, sync=args.sync)
     return 0
+
+
+def _certainly_absent(args: argparse.Namespace) -> bool:
+    try:
+        return not database_exists(args, args.url)
+    except Error:
+        return False  # the store cannot say: the open's own error stands
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
