@@ -28,6 +28,11 @@
 
 namespace levels3 {
 
+// Thread safety: Write may be called from any number of threads at once; the
+// GroupCommit must outlive every call, and the DB must outlive the GroupCommit
+// (the bridge deletes the GroupCommit first). Fields below are marked with the
+// mutex that guards them, as LevelDB's GUARDED_BY annotations would (its
+// port/thread_annotations.h is not among the installed headers).
 class GroupCommit {
  public:
   explicit GroupCommit(leveldb::DB* db) : db_(db) {}
@@ -35,36 +40,39 @@ class GroupCommit {
   GroupCommit& operator=(const GroupCommit&) = delete;
 
   // Applies `batch` with sync=true, possibly together with other threads'
-  // batches; returns the status of the write that carried it. Blocks.
+  // batches; returns the status of the write that carried it. Blocks. `batch`
+  // is only read, and only until Write returns.
   leveldb::Status Write(leveldb::WriteBatch* batch);
 
  private:
-  // One waiting writer. It sleeps on its own condition variable, so finishing a
-  // group wakes exactly its members (and the next leader), not every waiter to
-  // fight over one mutex: on a small VM each needless wake-up costs tens of us.
+  // One waiting writer, living on its thread's stack for the duration of Write.
+  // It sleeps on its own condition variable, so finishing a group wakes exactly
+  // its members (and the next leader), not every waiter to fight over one
+  // mutex: on a small VM each needless wake-up costs tens of us.
   struct Pending {
     explicit Pending(leveldb::WriteBatch* b) : batch(b) {}
-    leveldb::WriteBatch* batch;
-    leveldb::Status status;
-    enum { kWaiting, kDone, kLead } state = kWaiting;  // guarded by mu_
-    std::condition_variable cv;
+    leveldb::WriteBatch* const batch;
+    leveldb::Status status;  // GUARDED_BY(mu_): set by the leader before state becomes kDone
+    enum { kWaiting, kDone, kLead } state = kWaiting;  // GUARDED_BY(mu_)
+    std::condition_variable cv;  // waited on with mu_; notified under mu_ (see Lead)
   };
 
   // Leads groups while `me` is not yet written: waits for returning writers,
-  // writes, wakes the group, hands leadership on. Called with mu_ held.
+  // writes (with mu_ released), wakes the group, hands leadership on.
+  // REQUIRES(mu_): `lock` holds it on entry and on return.
   void Lead(Pending* me, std::unique_lock<std::mutex>& lock);
 
   static constexpr std::chrono::microseconds kMaxGatherWindow{2000};
   static constexpr size_t kMaxGroupBytes = 1 << 20;  // LevelDB's own group limit
 
-  leveldb::DB* const db_;
+  leveldb::DB* const db_;  // borrowed; thread-safe itself
   std::mutex mu_;
-  std::condition_variable gathered_;  // only the gathering leader waits on it
-  std::deque<Pending*> queue_;
-  bool leading_ = false;
-  bool gathering_ = false;
-  size_t returning_ = 0;  // writers released by the last group, not back yet
-  std::chrono::nanoseconds last_latency_{0};
+  std::condition_variable gathered_;  // waited on with mu_, by the gathering leader only
+  std::deque<Pending*> queue_;        // GUARDED_BY(mu_): writers not yet in a group, oldest first
+  bool leading_ = false;              // GUARDED_BY(mu_): some writer is leading
+  bool gathering_ = false;            // GUARDED_BY(mu_): the leader waits on gathered_
+  size_t returning_ = 0;              // GUARDED_BY(mu_): released by the last group, not back yet
+  std::chrono::nanoseconds last_latency_{0};  // GUARDED_BY(mu_): of the last group's write
 };
 
 }  // namespace levels3
