@@ -58,6 +58,21 @@ def test_s3options_is_the_old_name_of_storeoptions() -> None:
     assert levels3.options.S3Options is levels3.StoreOptions
 
 
+def test_db_takes_exactly_leveldbs_options_with_their_defaults() -> None:
+    """levels3.leveldb_options describes LevelDB's options once; DB's keywords (plyvel's) must match it."""
+    import dataclasses
+    import inspect
+
+    from levels3.leveldb_options import LevelDBOptions
+
+    params = inspect.signature(levels3.DB.__init__).parameters
+    own = ("read_only", "checkpoint", "refresh_interval", "options", "store_options")
+    keywords = {name: p.default for name, p in params.items() if p.kind is p.KEYWORD_ONLY and name not in own}
+    assert keywords == {f.name: f.default for f in dataclasses.fields(LevelDBOptions)}
+    config, rest = LevelDBOptions.split({"block_size": 8192, "region": "eu-west-1"})
+    assert config.block_size == 8192 and rest == {"region": "eu-west-1"}
+
+
 def test_exception_hierarchy() -> None:
     for name in ("IOError", "CorruptionError", "IteratorInvalidError"):
         assert issubclass(getattr(levels3, name), levels3.Error)

@@ -182,3 +182,51 @@ def test_a_log_that_cannot_be_fetched_fails_the_open_and_loses_nothing(tmp_path)
         levels3.DB(url, **broken)
     with levels3.DB(url, cache_dir=str(tmp_path / "fresh-cache")) as db:
         assert sum(1 for _ in db) == 20
+
+
+def test_a_failure_on_the_compaction_thread_is_raised_chained_by_the_next_write(tmp_path):
+    """A table upload that fails in LevelDB's background flush surfaces on a later write, as
+    levels3.IOError whose cause is the store's own error (not a copy of its text)."""
+    from levels3.errors import StoreError
+
+    class TablesRefused(FaultInjectingStore):
+        def put(self, key, data, **kwargs):
+            if key.endswith(".ldb"):
+                raise StoreError(f"put {key!r}: access denied (injected)", operation="put", key=key)
+            return super().put(key, data, **kwargs)
+
+    db = levels3.DB(str(tmp_path / "db"), create_if_missing=True, write_buffer_size=64 * 1024,
+                    wrap_store=lambda s: TablesRefused(s, rate=0.0))
+    try:
+        with pytest.raises(levels3.IOError) as info:
+            for i in range(100_000):  # the memtable fills, the flush's table upload fails
+                db.put(b"k%06d" % i, os.urandom(100))
+        cause = info.value.__cause__
+        assert isinstance(cause, StoreError) and cause.operation == "put" and cause.key.endswith(".ldb")
+        assert "access denied (injected)" in str(info.value)
+        assert "levels3 failure" not in str(info.value)  # the token that carried it is not shown
+        with pytest.raises(levels3.IOError) as again:  # LevelDB keeps the error: so does every later write
+            db.put(b"more", b"x")
+        assert again.value.__cause__ is cause
+    finally:
+        try:
+            db.close()
+        except levels3.Error:
+            pass
+
+
+def test_failure_registry_keeps_the_last_exceptions_by_token():
+    from levels3.engine.control import FailureRegistry
+
+    registry = FailureRegistry(capacity=2)
+    try:
+        raise ValueError("first")
+    except ValueError as exc:
+        first = exc
+        message = registry.note(exc)
+    assert first.__traceback__ is None  # no frames of the calling thread are kept alive
+    assert registry.take(f"IO error: x: {message}") == ("IO error: x: ValueError: first", first)
+    assert registry.take(message)[1] is first  # looked up, not consumed
+    registry.note(KeyError("second"))
+    registry.note(KeyError("third"))
+    assert registry.take(message) == ("ValueError: first", None)  # evicted: the Status class stands
