@@ -37,72 +37,88 @@ def no_sleep(_: float) -> None:
     pass
 
 
-# -- basic semantics, identical on every backend ------------------------------
+# -- basic semantics, identical on every backend and through every wrapper ---------
+
+#: Each wrapper must keep the interface's semantics: these tests run over all of them.
+WRAPPERS = {
+    "bare": lambda inner: inner,
+    "counting": lambda inner: CountingStore(inner),
+    "retrying": lambda inner: RetryingStore(inner, max_attempts=3, base_delay=0.001, sleep=no_sleep),
+    "faults-off": lambda inner: FaultInjectingStore(inner, rate=0.0),
+    "all-layers": lambda inner: RetryingStore(CountingStore(FaultInjectingStore(inner, rate=0.0)), max_attempts=3,
+                                              base_delay=0.001, sleep=no_sleep),
+}
 
 
-def test_put_get_and_ranges(store: ObjectStore) -> None:
-    etag = store.put("000005.ldb", b"hello world")
+@pytest.fixture(params=list(WRAPPERS))
+def layered(request, store: ObjectStore) -> ObjectStore:
+    """The backend under test, as is or inside a wrapper (retry, counting, faults)."""
+    return WRAPPERS[request.param](store)
+
+
+def test_put_get_and_ranges(layered: ObjectStore) -> None:
+    etag = layered.put("000005.ldb", b"hello world")
     assert etag
-    assert store.get("000005.ldb") == b"hello world"
-    assert store.get("000005.ldb", 2, 5) == b"llo"
-    assert store.get("000005.ldb", 6) == b"world"
-    assert store.get("000005.ldb", 6, 100) == b"world"
-    assert store.get("000005.ldb", 4, 4) == b""
-    assert store.get("000005.ldb", 50) == b""
-    store.put("empty", b"")
-    assert store.get("empty") == b""
+    assert layered.get("000005.ldb") == b"hello world"
+    assert layered.get("000005.ldb", 2, 5) == b"llo"
+    assert layered.get("000005.ldb", 6) == b"world"
+    assert layered.get("000005.ldb", 6, 100) == b"world"
+    assert layered.get("000005.ldb", 4, 4) == b""
+    assert layered.get("000005.ldb", 50) == b""
+    layered.put("empty", b"")
+    assert layered.get("empty") == b""
 
 
-def test_head_returns_size_etag_and_metadata(store: ObjectStore) -> None:
-    etag = store.put("CURRENT", b"MANIFEST-000002\n", metadata={"levels3-token": "abc123"})
-    info = store.head("CURRENT")
+def test_head_returns_size_etag_and_metadata(layered: ObjectStore) -> None:
+    etag = layered.put("CURRENT", b"MANIFEST-000002\n", metadata={"levels3-token": "abc123"})
+    info = layered.head("CURRENT")
     assert (info.key, info.size, info.etag) == ("CURRENT", 16, etag)
     assert info.metadata == {"levels3-token": "abc123"}
-    store.put("no-meta", b"x")
-    assert store.head("no-meta").metadata == {}
+    layered.put("no-meta", b"x")
+    assert layered.head("no-meta").metadata == {}
 
 
-def test_replacing_changes_etag(store: ObjectStore) -> None:
-    first = store.put("k", b"one")
-    second = store.put("k", b"two")
+def test_replacing_changes_etag(layered: ObjectStore) -> None:
+    first = layered.put("k", b"one")
+    second = layered.put("k", b"two")
     assert first != second
-    assert store.head("k").etag == second
-    assert store.get("k") == b"two"
+    assert layered.head("k").etag == second
+    assert layered.get("k") == b"two"
 
 
-def test_list_is_in_key_order_and_filters_by_prefix(store: ObjectStore) -> None:
+def test_list_is_in_key_order_and_filters_by_prefix(layered: ObjectStore) -> None:
     keys = ["dir/y/z", "MANIFEST-000002", "000010.log", "dir-x", "CURRENT", "dir/x", "000005.ldb", "LOCK"]
     for i, key in enumerate(keys):
-        store.put(key, b"x" * i)
-    listed = list(store.list())
+        layered.put(key, b"x" * i)
+    listed = list(layered.list())
     assert [info.key for info in listed] == sorted(keys)
     sizes = {info.key: info.size for info in listed}
     assert sizes == {key: i for i, key in enumerate(keys)}
-    assert all(info.etag == store.head(info.key).etag for info in listed)
-    assert [i.key for i in store.list("dir/")] == ["dir/x", "dir/y/z"]
-    assert [i.key for i in store.list("dir")] == ["dir-x", "dir/x", "dir/y/z"]
-    assert [i.key for i in store.list("0000")] == ["000005.ldb", "000010.log"]
-    assert list(store.list("nothing")) == []
+    assert all(info.etag == layered.head(info.key).etag for info in listed)
+    assert [i.key for i in layered.list("dir/")] == ["dir/x", "dir/y/z"]
+    assert [i.key for i in layered.list("dir")] == ["dir-x", "dir/x", "dir/y/z"]
+    assert [i.key for i in layered.list("0000")] == ["000005.ldb", "000010.log"]
+    assert list(layered.list("nothing")) == []
 
 
-def test_delete(store: ObjectStore) -> None:
-    store.put("a/b/c", b"1")
-    store.put("keep", b"2")
-    store.delete("a/b/c")
+def test_delete(layered: ObjectStore) -> None:
+    layered.put("a/b/c", b"1")
+    layered.put("keep", b"2")
+    layered.delete("a/b/c")
     with pytest.raises(ObjectNotFound):
-        store.get("a/b/c")
-    store.delete("a/b/c")  # missing is fine without a condition
-    assert [i.key for i in store.list()] == ["keep"]
+        layered.get("a/b/c")
+    layered.delete("a/b/c")  # missing is fine without a condition
+    assert [i.key for i in layered.list()] == ["keep"]
 
 
-def test_delete_many_is_one_request_and_ignores_missing_keys(store: ObjectStore) -> None:
+def test_delete_many_is_one_request_and_ignores_missing_keys(layered: ObjectStore) -> None:
     from levels3.stores.counting import CountingStore
 
     for i in range(5):
-        store.put(f"batch/{i}", b"x")
-    counting = CountingStore(store)
+        layered.put(f"batch/{i}", b"x")
+    counting = CountingStore(layered)
     counting.delete_many(["batch/0", "batch/2", "batch/4", "batch/never-was"])
-    assert [o.key for o in store.list("batch/")] == ["batch/1", "batch/3"]
+    assert [o.key for o in layered.list("batch/")] == ["batch/1", "batch/3"]
     assert counting.requests["delete"] == 1
     counting.delete_many([])
 
@@ -178,14 +194,14 @@ def test_local_delete_many_waits_for_a_conditional_put_in_progress(tmp_path, mon
     assert store.get("k") == b"2"
 
 
-def test_missing_key_is_object_not_found(store: ObjectStore) -> None:
+def test_missing_key_is_object_not_found(layered: ObjectStore) -> None:
     with pytest.raises(ObjectNotFound) as info:
-        store.get("nope")
+        layered.get("nope")
     assert info.value.operation == "get" and info.value.key == "nope"
     with pytest.raises(ObjectNotFound):
-        store.get("nope", 3, 9)
+        layered.get("nope", 3, 9)
     with pytest.raises(ObjectNotFound):
-        store.head("nope")
+        layered.head("nope")
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a//b", "../x", "a/../b", "./a", "a/", ".levels3-tmp/x"])
@@ -199,11 +215,11 @@ def test_invalid_keys_are_rejected(store: ObjectStore, key: str) -> None:
 # -- conditional requests -----------------------------------------------------
 
 
-def test_create_mode_creates_only_once(store: ObjectStore) -> None:
-    store.put("LOCK", b"first", mode=PutMode.CREATE)
+def test_create_mode_creates_only_once(layered: ObjectStore) -> None:
+    layered.put("LOCK", b"first", mode=PutMode.CREATE)
     with pytest.raises(PreconditionFailed):
-        store.put("LOCK", b"second", mode=PutMode.CREATE)
-    assert store.get("LOCK") == b"first"
+        layered.put("LOCK", b"second", mode=PutMode.CREATE)
+    assert layered.get("LOCK") == b"first"
 
 
 def test_create_mode_race_has_one_winner(tmp_path) -> None:
@@ -247,32 +263,32 @@ def test_put_mode_carries_an_etag_exactly_when_it_replaces() -> None:
             bad()
 
 
-def test_replace_mode_compare_and_swap(store: ObjectStore) -> None:
-    e1 = store.put("CURRENT", b"MANIFEST-1")
-    e2 = store.put("CURRENT", b"MANIFEST-2", mode=PutMode.replace(e1))
+def test_replace_mode_compare_and_swap(layered: ObjectStore) -> None:
+    e1 = layered.put("CURRENT", b"MANIFEST-1")
+    e2 = layered.put("CURRENT", b"MANIFEST-2", mode=PutMode.replace(e1))
     assert e2 != e1
     with pytest.raises(PreconditionFailed):
-        store.put("CURRENT", b"MANIFEST-3", mode=PutMode.replace(e1))  # stale ETag
-    assert store.get("CURRENT") == b"MANIFEST-2"
+        layered.put("CURRENT", b"MANIFEST-3", mode=PutMode.replace(e1))  # stale ETag
+    assert layered.get("CURRENT") == b"MANIFEST-2"
     with pytest.raises(PreconditionFailed):
-        store.put("absent", b"x", mode=PutMode.replace(e2))  # nothing to replace
+        layered.put("absent", b"x", mode=PutMode.replace(e2))  # nothing to replace
 
 
-def test_conditional_delete(store: ObjectStore) -> None:
-    etag = store.put("LOCK", b"lease")
+def test_conditional_delete(layered: ObjectStore) -> None:
+    etag = layered.put("LOCK", b"lease")
     with pytest.raises(PreconditionFailed):
-        store.delete("LOCK", if_match=store.put("other", b"o"))
-    assert store.get("LOCK") == b"lease"
-    store.delete("LOCK", if_match=etag)
+        layered.delete("LOCK", if_match=layered.put("other", b"o"))
+    assert layered.get("LOCK") == b"lease"
+    layered.delete("LOCK", if_match=etag)
     with pytest.raises(ObjectNotFound):
-        store.head("LOCK")
+        layered.head("LOCK")
     with pytest.raises(PreconditionFailed):
-        store.delete("LOCK", if_match=etag)  # already gone: the condition cannot hold
+        layered.delete("LOCK", if_match=etag)  # already gone: the condition cannot hold
 
 
-def test_probe_conditional_writes_passes_and_cleans_up(store: ObjectStore) -> None:
-    probe_conditional_writes(store)
-    assert list(store.list()) == []
+def test_probe_conditional_writes_passes_and_cleans_up(layered: ObjectStore) -> None:
+    probe_conditional_writes(layered)
+    assert list(layered.list()) == []
 
 
 class _IgnoresConditions(LocalDirStore):
