@@ -193,12 +193,6 @@ class LeaseLock:
             return False
         return True
 
-    @property
-    def holder(self) -> dict:
-        """The body this lock writes: host, pid, writer, since, lease_duration ..."""
-        with self._mu:
-            return self._body_dict(self._seq)
-
     def check(self) -> None:
         """Raise ``LeaseLostError`` unless the lease is held and provably still ours."""
         with self._mu:

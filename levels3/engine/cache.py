@@ -281,24 +281,6 @@ class LocalCache:
 
     # -- accounting --------------------------------------------------------------
 
-    def unpinned_bytes(self) -> int:
-        """Bytes of files nobody holds open: what max_bytes bounds."""
-        with self._lock:
-            return sum(e.size for e in self._entries.values() if not e.pins and not e.writing)
-
-    def disk_bytes(self) -> int:
-        """Bytes actually on disk (files being written included)."""
-        total = 0
-        for root, _dirs, files in os.walk(self.directory):
-            total += sum(os.path.getsize(os.path.join(root, f)) for f in files if not f.startswith(".levels3"))
-        return total
-
-    def open_bytes(self) -> int:
-        """Bytes of files LevelDB holds open or is writing (on disk)."""
-        with self._lock:
-            names = [n for n, e in self._entries.items() if e.pins or e.writing]
-        return sum(os.path.getsize(self.path(n)) for n in names if os.path.exists(self.path(n)))
-
     def _account(self, delta: int) -> None:
         self.bytes += delta
         self.peak_bytes = max(self.peak_bytes, self.bytes)
