@@ -134,10 +134,6 @@ class EnvControl:
     def local_dir(self) -> str:
         return self.cache.directory
 
-    @property
-    def lease_lost(self) -> bool:
-        return self.lease is not None and not self.lease.valid
-
     def error_for(self, status_class: type[Exception], message: str) -> Exception:
         """The exception for a failed LevelDB Status whose class the bridge chose from its kind.
 
