@@ -299,7 +299,7 @@ Status ObjectEnv::Relative(const std::string& path, std::string* name) const {
   return Status::OK();
 }
 
-// Asks the backend to make `fname` readable locally (pinned), then opens it.
+// Asks the control path to make `fname` readable locally (pinned), then opens it.
 Status ObjectEnv::OpenPinned(const std::string& fname, std::string* name, int* fd) {
   Status s = Relative(fname, name);
   if (!s.ok()) return s;
@@ -391,7 +391,7 @@ Status ObjectEnv::CreateDir(const std::string& dirname) {
 }
 
 Status ObjectEnv::RemoveDir(const std::string& dirname) {
-  ::rmdir(dirname.c_str());  // the backend removes the cache directory itself
+  ::rmdir(dirname.c_str());  // the control path removes the cache directory itself
   return Status::OK();
 }
 

@@ -3,6 +3,7 @@
 A drop-in for plyvel: ``levels3.DB("s3://bucket/prefix", create_if_missing=True)``
 behaves like ``plyvel.DB(path, create_if_missing=True)``; a plain path or
 ``file:///path`` keeps the database in a local directory with the same layout.
+This module only re-exports the public API.
 """
 
 from ._native import (

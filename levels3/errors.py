@@ -2,7 +2,7 @@
 
 The first four mirror plyvel's hierarchy exactly, so ``except plyvel.Error``-style
 code keeps working after switching the import.  The rest are specific to a
-database that lives in object storage.
+database that lives in object storage. Imports nothing.
 """
 
 from __future__ import annotations

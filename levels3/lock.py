@@ -28,6 +28,9 @@ process pauses between ``check()`` and the upload it guards, and uploads still
 in flight when the deadline passes.  The renewal interval is capped at
 ``lease_duration / 3`` so that a failed renewal still leaves a third of the lease
 for retries before the deadline.
+
+This module owns the lease and the LOCK key; it may call only the store
+interface (stores.base).
 """
 
 from __future__ import annotations

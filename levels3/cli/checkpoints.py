@@ -1,4 +1,7 @@
-"""checkpoint, checkpoints and restore: named states of a database, and new databases made from them."""
+"""checkpoint, checkpoints and restore: named states of a database, and new databases made from them.
+
+Through levels3.DB (checkpoint), levels3.restore, and engine.checkpoints to list and describe them.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,9 @@ disposable: everything durable is in the store. Rules:
 - a directory left by an earlier run is trusted only file by file, when the
   fingerprint it recorded at a clean close matches what the store holds now;
 - one live process per directory (an exclusive ``flock``).
+
+Owns the files on local disk and their pins; knows nothing of the store (the
+control path fetches and uploads). Imports only levels3.errors.
 """
 
 from __future__ import annotations

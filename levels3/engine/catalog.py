@@ -1,8 +1,9 @@
 """What the store holds for each LevelDB file, kept in memory.
 
-Loaded with one LIST at open and then kept up to date by the backend, so that
-the Env calls LevelDB makes under its DB mutex (GetChildren, FileExists,
-GetFileSize) are answered without a network round trip.
+Loaded with one LIST at open and then kept up to date by the control path, so
+that the Env calls LevelDB makes under its DB mutex (GetChildren, FileExists,
+GetFileSize) are answered without a network round trip. Owns FileRecord and
+StoredObject; may call only the store's list (and layout, checkpoints for names).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How each LevelDB file maps onto objects (GUIDE section 2).
+"""How each LevelDB file maps onto objects: names only, no I/O.
 
 Every object a writer uploads carries that writer's *epoch*: a number that grows
 with each writer session (one more than any epoch the store has seen when the
@@ -21,6 +21,8 @@ epochs the highest one is the live one.
 - ``checkpoints/<name>.json``: a named version: CURRENT's content and the keys
   of every object it needs (nothing is copied);
 - ``*.dbtmp`` and the info log (``LOG``, ``LOG.old``): local only.
+
+Imports only the LOCK key from levels3.lock.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from __future__ import annotations
 import enum
 import re
 from typing import NamedTuple
+
+from ..lock import LOCK_KEY
 
 
 class FileKind(enum.Enum):
@@ -49,10 +53,9 @@ class FileKind(enum.Enum):
         return self in (FileKind.TEMP, FileKind.INFO_LOG)
 
 
-LOCK_KEY = "LOCK"
 CURRENT_NAME = "CURRENT"
 EPOCH_METADATA = "levels3-epoch"  # on CURRENT: the epoch of the writer that committed it
-CHECKPOINT_PREFIX = "checkpoints/"  # checkpoints/<name>.json: a recorded version (see Backend.create_checkpoint)
+CHECKPOINT_PREFIX = "checkpoints/"  # checkpoints/<name>.json: a recorded version (see checkpoints.write_checkpoint)
 _EPOCH_DIGITS = 8
 _OFFSET_DIGITS = 20
 

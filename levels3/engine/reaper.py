@@ -8,7 +8,8 @@ background thread, in batches (one DeleteObjects request per 1000 keys), at
 most a tenth of the grace period (and 5 s) late: never on the path of a write.
 What is still waiting at close stays in the store; the next writer finds it
 obsolete again and deletes it once the rest of the grace period (by the store's
-clock) has passed.
+clock) has passed. Owns the queue of retired keys and the checkpoints'
+protection; may call the store's delete_many and the lease check it is given.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 ``open_store`` builds the bare backend for a location; ``build_store`` (stores.assembly)
 adds the layers a database uses: ``RetryingStore(CountingStore(open_store(...)), ...)``.
+The stores know nothing of LevelDB or the engine; they import only levels3.errors
+and levels3.options.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Request accounting: how many requests of each kind, bytes moved, errors, latency.
 
 Wrap the store *below* RetryingStore to count every attempt S3 would bill, or
-above it to count logical operations.
+above it to count logical operations. May call only the ObjectStore interface.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Fault injection for tests and benchmarks: transient failures at a chosen rate."""
+"""Fault injection for tests and benchmarks: transient failures at a chosen rate.
+
+A wrapper like the others (it may call only the ObjectStore interface); its
+InjectedFault is a transient StoreError, as a store would raise.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ unchanged).  Every replacement is a new file renamed into place, so readers see
 the old or the new object, never a mix.  Conditional writes and deletes take an
 ``fcntl`` lock on ``.levels3-tmp/cas.lock``, which makes compare-and-swap atomic
 across threads and processes on this host (not across hosts sharing NFS).
+Imports only the store interface and levels3.errors.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Messages, reprs and logs name the bucket, prefix, key and endpoint, never a
 credential.  boto3's own retries are switched off: RetryingStore is the single
-place that retries, so attempts do not multiply.
+place that retries, so attempts do not multiply. Owns the botocore error
+classification (is_transient and the transient codes) and the probe for
+conditional writes. Imports boto3, the store interface and levels3.errors.
 """
 
 from __future__ import annotations
