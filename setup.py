@@ -1,4 +1,5 @@
-"""Build of the native extension: Cython bridge + C++ Env, linked to LevelDB 1.23.
+"""Build of the native extensions: Cython bridge + C++ Env, linked to LevelDB 1.23, and the
+Env's callbacks into Python (levels3._callbacks, which the bridge cimports).
 
 LevelDB comes from the system (Debian: libleveldb-dev) or from LEVELDB_ROOT, a
 prefix with include/ and lib/ (the wheels point it at a static build).
@@ -32,7 +33,7 @@ def leveldb_paths():
     )
 
 
-def extension():
+def extensions():
     include_dir, lib_dirs = leveldb_paths()
     libraries = ["leveldb"]
     link_args = []
@@ -41,19 +42,26 @@ def extension():
         if sys.platform.startswith("linux"):
             # Keep the statically linked LevelDB/snappy symbols private to the extension.
             link_args.append("-Wl,--exclude-libs,ALL")
-    return Extension(
-        "levels3._native",
-        sources=["levels3/_native.pyx", "csrc/object_env.cc", "csrc/group_commit.cc"],
+    common = dict(
         include_dirs=["csrc", include_dir],
-        library_dirs=lib_dirs,
-        libraries=libraries,
         language="c++",
         # Upstream LevelDB is built without RTTI; a subclass of EnvWrapper built with
         # it fails at import (missing typeinfo). -fno-rtti works with both builds.
         extra_compile_args=["-std=c++17", "-fno-rtti", "-O2"],
-        extra_link_args=link_args,
         define_macros=[("PY_SSIZE_T_CLEAN", None)],
     )
+    return [
+        Extension(
+            "levels3._native",
+            sources=["levels3/_native.pyx", "csrc/object_env.cc", "csrc/group_commit.cc"],
+            library_dirs=lib_dirs,
+            libraries=libraries,
+            extra_link_args=link_args,
+            **common,
+        ),
+        # Only C++ types and Python: it links nothing of LevelDB.
+        Extension("levels3._callbacks", sources=["levels3/_callbacks.pyx"], **common),
+    ]
 
 
-setup(ext_modules=cythonize([extension()], compiler_directives={"language_level": "3"}))
+setup(ext_modules=cythonize(extensions(), compiler_directives={"language_level": "3"}))

@@ -1,33 +1,32 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
 """The native bridge: bindings from Python to C++ LevelDB running on the object-store Env.
 
-Owns the C++ objects of an open database (_Handle), the hot API methods
+Owns the C++ objects of an open database (_Handle) and the hot API methods
 (NativeDB.get/put/delete, write batches, iterators, snapshots), which stay C
-methods with no Python layer around them, and the Env's callbacks into the
-Python control path (levels3.engine.control). Policy lives in Python:
+methods with no Python layer around them. The other direction, C++ calling
+Python (the Env's callbacks into levels3.engine.control, the comparator), is
+levels3/_callbacks.pyx. Policy lives in Python:
 levels3.database defines the public DB on top of NativeDB (opening, the
 follower's retry, the flush and refresh threads, refresh itself).
 
 Every LevelDB call runs without the GIL (a write stall waits for the
-compaction thread, which needs the GIL for its Env callbacks). A callback
-takes the GIL, calls the control path, and turns any exception into a LevelDB
-Status carrying the token under which the control path keeps the exception;
-the call whose Status reports it raises ``control.error_for(...)``, chained to
-it. Reference ownership: a _Handle owns a reference to its control path, and
+compaction thread, which needs the GIL for its Env callbacks). A callback's
+exception reaches LevelDB as a Status carrying the token under which the
+control path keeps it; the call whose Status reports it raises
+``control.error_for(...)``, chained to it. Reference ownership: a _Handle owns a reference to its control path, and
 the C++ Env borrows it (as a void*) for exactly as long as the _Handle lives.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
-from libc.stdio cimport fflush, fprintf, stderr
-from libc.stdlib cimport abort
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from libcpp.memory cimport unique_ptr
 from libcpp.string cimport string
 from libcpp.vector cimport vector
 
 cimport levels3._leveldb as ldb
+from levels3._callbacks cimport compare_keys, make_callbacks
 from levels3._leveldb cimport Slice, Status
 
 import logging
@@ -38,7 +37,6 @@ from levels3.errors import (
     IOError,
     IteratorInvalidError,
     LeaseLostError,
-    ObjectNotFound,
     ReadOnlyError,
 )
 
@@ -104,151 +102,6 @@ cdef bytes successor(bytes prefix):
     return None
 
 
-# ---------------------------------------------------------------------------
-# Env callbacks: the control path into Python (csrc/object_env.h)
-# ---------------------------------------------------------------------------
-# Each runs with the GIL taken for it, possibly on LevelDB's compaction thread
-# while another thread waits in LevelDB; none may let an exception escape.
-
-cdef int _failure(object control, object exc, string* error) noexcept:
-    try:
-        error[0] = control.failures.note(exc).encode("utf-8", "replace")
-        if isinstance(exc, (ObjectNotFound, FileNotFoundError)):
-            return ldb.kNotFound
-        if isinstance(exc, CorruptionError):
-            return ldb.kCorruption
-    except BaseException:
-        error[0] = b"levels3 backend failed"
-    return ldb.kIOError
-
-
-cdef int _cb_open_read(void* control, const string& name, string* local_path,
-                       string* error) noexcept with gil:
-    try:
-        local_path[0] = (<object>control).open_read(name.decode()).encode()
-        return ldb.kOk
-    except BaseException as exc:
-        return _failure(<object>control, exc, error)
-
-
-cdef void _cb_release_read(void* control, const string& name) noexcept with gil:
-    try:
-        (<object>control).release_read(name.decode())
-    except BaseException:
-        _leveldb_log.exception("releasing %s failed", name.decode())
-
-
-cdef int _cb_create(void* control, const string& name, string* local_path,
-                    string* error) noexcept with gil:
-    try:
-        local_path[0] = (<object>control).create(name.decode()).encode()
-        return ldb.kOk
-    except BaseException as exc:
-        return _failure(<object>control, exc, error)
-
-
-cdef int _cb_persist(void* control, const string& name, uint64_t size, int final,
-                     string* error) noexcept with gil:
-    try:
-        (<object>control).persist(name.decode(), size, bool(final))
-        return ldb.kOk
-    except BaseException as exc:
-        return _failure(<object>control, exc, error)
-
-
-cdef int _cb_remove(void* control, const string& name, string* error) noexcept with gil:
-    try:
-        (<object>control).remove(name.decode())
-        return ldb.kOk
-    except BaseException as exc:
-        return _failure(<object>control, exc, error)
-
-
-cdef int _cb_rename(void* control, const string& src, const string& dst,
-                    string* error) noexcept with gil:
-    try:
-        (<object>control).rename(src.decode(), dst.decode())
-        return ldb.kOk
-    except BaseException as exc:
-        return _failure(<object>control, exc, error)
-
-
-cdef int _cb_list(void* control, const string& directory, vector[string]* names,
-                  string* error) noexcept with gil:
-    try:
-        for name in (<object>control).list(directory.decode()):
-            names.push_back(name.encode())
-        return ldb.kOk
-    except BaseException as exc:
-        return _failure(<object>control, exc, error)
-
-
-cdef int _cb_size(void* control, const string& name, uint64_t* size,
-                  string* error) noexcept with gil:
-    try:
-        size[0] = (<object>control).size(name.decode())
-        return ldb.kOk
-    except BaseException as exc:
-        return _failure(<object>control, exc, error)
-
-
-cdef int _cb_lock(void* control, string* error) noexcept with gil:
-    try:
-        (<object>control).lock()
-        return ldb.kOk
-    except BaseException as exc:
-        return _failure(<object>control, exc, error)
-
-
-cdef int _cb_unlock(void* control, string* error) noexcept with gil:
-    try:
-        (<object>control).unlock()
-        return ldb.kOk
-    except BaseException as exc:
-        return _failure(<object>control, exc, error)
-
-
-cdef void _cb_log(void* control, const char* line, size_t length) noexcept with gil:
-    try:
-        _leveldb_log.debug("%s", line[:length].decode("utf-8", "replace"))
-    except BaseException:
-        pass
-
-
-cdef ldb.BackendCallbacks make_callbacks(object control):
-    cdef ldb.BackendCallbacks cb
-    cb.backend = <void*>control  # borrowed: the _Handle holding the Env owns the reference
-    cb.open_read = _cb_open_read
-    cb.release_read = _cb_release_read
-    cb.create = _cb_create
-    cb.persist = _cb_persist
-    cb.remove = _cb_remove
-    cb.rename = _cb_rename
-    cb.list = _cb_list
-    cb.size = _cb_size
-    cb.lock = _cb_lock
-    cb.unlock = _cb_unlock
-    cb.log = _cb_log
-    return cb
-
-
-cdef int _compare_cb(void* callable, const char* a, size_t a_len, const char* b,
-                     size_t b_len) noexcept with gil:
-    # LevelDB cannot be told that a comparison failed; carrying on with a wrong
-    # order would corrupt the database, so (like plyvel) abort loudly instead.
-    try:
-        result = (<object>callable)(a[:a_len], b[:b_len])
-        if result < 0:
-            return -1
-        return 1 if result > 0 else 0
-    except BaseException:
-        import traceback
-        traceback.print_exc()
-        fprintf(stderr, b"levels3: the custom comparator raised; aborting to protect the database\n")
-        fflush(stderr)
-        abort()
-
-
 def stop_callbacks():
     """From now on the Env calls no Python (the interpreter is finalising: a LevelDB
     thread asking for the GIL would be killed and hang the process)."""
@@ -308,7 +161,7 @@ cdef class _Handle:
         if config.comparator is not None:
             self.comparator_fn = config.comparator
             self.comparator.reset(<ldb.Comparator*>new ldb.CallbackComparator(
-                config.comparator_name, <void*>self.comparator_fn, _compare_cb))
+                config.comparator_name, <void*>self.comparator_fn, compare_keys))
             self.order = self.comparator.get()
             opts.comparator = self.order
         return 0
@@ -420,17 +273,16 @@ cdef class NativeDB:
 
     # -- the handle, as levels3.DB manages it -------------------------------
 
-    def _attach(self, _Handle handle not None, bint read_only):
+    def _attach(self, _Handle handle not None, bint read_only, lease=None):
+        """Use ``handle``; with a lease, check it before every write (_flag_lease_lost flags a loss)."""
         if self._h is not None:
             raise RuntimeError("DB.__init__ called twice")
         self._h = handle
         self.read_only = read_only
-
-    def _watch_lease(self, lease):
-        """Check ``lease`` before every write (the caller flags a loss with _flag_lease_lost)."""
-        self._lease = lease
-        self._has_lease = True
-        self._note_lease_deadline()
+        if lease is not None:
+            self._lease = lease
+            self._has_lease = True
+            self._note_lease_deadline()
 
     def _flag_lease_lost(self):
         self._lease_lost = True
@@ -452,9 +304,6 @@ cdef class NativeDB:
         self._h = None
         handle.close()
 
-    def _require_writable(self):
-        self._check_writable()
-
     cdef inline int _check_writable(self) except -1:
         if self.read_only:
             raise ReadOnlyError(f"{getattr(self, 'name', None)!r} was opened read_only: writes go through its single writer")
@@ -467,10 +316,6 @@ cdef class NativeDB:
         lease.check()
         # The lease's clock is its own (injectable); keep only the time left, on ours.
         self._lease_valid_until = _monotonic() + (lease.deadline - lease.clock())
-
-    cdef inline int _check_open(self) except -1:
-        self._live()
-        return 0
 
     cdef inline _Handle _live(self):
         """The open handle; callers keep it referenced across their nogil call, so a
@@ -543,20 +388,20 @@ cdef class NativeDB:
 
     def write_batch(self, *, transaction=False, sync=False):
         """A WriteBatch; as a context manager it writes on exit."""
-        self._check_open()
+        self._live()
         return WriteBatch._new(self, b"", transaction, sync)
 
     def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
                  include_stop=False, prefix=None, include_key=True, include_value=True,
                  verify_checksums=False, fill_cache=True):
         """An iterator over a key range (plyvel semantics)."""
-        self._check_open()
+        self._live()
         return Iterator._new(self, None, b"", reverse, start, stop, include_start, include_stop,
                              prefix, include_key, include_value, verify_checksums, fill_cache)
 
     def raw_iterator(self, *, verify_checksums=False, fill_cache=True):
         """A thin wrapper around leveldb::Iterator."""
-        self._check_open()
+        self._live()
         return RawIterator._new(self, None, verify_checksums, fill_cache)
 
     def __iter__(self):
@@ -564,7 +409,7 @@ cdef class NativeDB:
 
     def snapshot(self):
         """A consistent read-only view of the database at this moment."""
-        self._check_open()
+        self._live()
         return Snapshot._new(self, b"")
 
     def prefixed_db(self, bytes prefix not None):
@@ -671,7 +516,7 @@ cdef class WriteBatch:
             holder = _Value()
             holder.set(value)
             v = holder.slice
-        self._db._check_open()
+        self._db._live()
         if self._prefix:
             key = self._prefix + key
         k = to_slice(key)
@@ -680,22 +525,22 @@ cdef class WriteBatch:
     def delete(self, key):
         if not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
-        self._db._check_open()
+        self._db._live()
         if self._prefix:
             key = self._prefix + key
         self._batch.Delete(to_slice(key))
 
     def clear(self):
-        self._db._check_open()
+        self._db._live()
         self._batch.Clear()
 
     def append(self, WriteBatch source not None):
         """Add every operation of another batch to this one."""
-        self._db._check_open()
+        self._db._live()
         self._batch.Append(source._batch)
 
     def approximate_size(self):
-        self._db._check_open()
+        self._db._live()
         return self._batch.ApproximateSize()
 
     def write(self):
@@ -713,12 +558,12 @@ cdef class WriteBatch:
         raise_for_status(st, h.control)
 
     def __enter__(self):
-        self._db._check_open()
+        self._db._live()
         return self
 
     def __exit__(self, exc_type, exc, tb):
         # As plyvel: the batch is empty afterwards, written or not.
-        self._db._check_open()
+        self._db._live()
         if self._transaction and exc_type is not None:
             self._batch.Clear()  # a transaction that raised writes nothing
             return
@@ -788,11 +633,15 @@ cdef class Snapshot:
     def __iter__(self):
         return self.iterator()
 
-    def close(self):
-        if self._snap != NULL and self._h.db.get() != NULL:
+    cdef void _release(self) noexcept:
+        # GetSnapshot/ReleaseSnapshot take the DB mutex: never hold the GIL around them.
+        if self._snap != NULL and self._h is not None and self._h.db.get() != NULL:
             with nogil:
                 self._h.db.get().ReleaseSnapshot(self._snap)
         self._snap = NULL
+
+    def close(self):
+        self._release()
 
     release = close
 
@@ -803,9 +652,7 @@ cdef class Snapshot:
         self.close()
 
     def __dealloc__(self):
-        if self._snap != NULL and self._h is not None and self._h.db.get() != NULL:
-            with nogil:
-                self._h.db.get().ReleaseSnapshot(self._snap)
+        self._release()
 
 
 cdef class PrefixedDB:
@@ -844,7 +691,7 @@ cdef class PrefixedDB:
     def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
                  include_stop=False, prefix=None, include_key=True, include_value=True,
                  verify_checksums=False, fill_cache=True):
-        self.db._check_open()
+        self.db._live()
         return Iterator._new(self.db, None, self.prefix, reverse, start, stop, include_start,
                              include_stop, prefix, include_key, include_value,
                              verify_checksums, fill_cache)
@@ -853,7 +700,7 @@ cdef class PrefixedDB:
         return self.iterator()
 
     def snapshot(self):
-        self.db._check_open()
+        self.db._live()
         return Snapshot._new(self.db, self.prefix)
 
     def prefixed_db(self, bytes prefix not None):
@@ -899,11 +746,14 @@ cdef class _BaseIterator:
         raise_for_status(st, self._h.control)
         return 0
 
-    def close(self):
+    cdef void _release(self) noexcept:
         if self._it != NULL:
-            with nogil:
+            with nogil:  # deleting a DBIter takes the DB mutex
                 del self._it
             self._it = NULL
+
+    def close(self):
+        self._release()
 
     def __enter__(self):
         return self
@@ -912,10 +762,7 @@ cdef class _BaseIterator:
         self.close()
 
     def __dealloc__(self):
-        if self._it != NULL:
-            with nogil:  # deleting a DBIter takes the DB mutex
-                del self._it
-            self._it = NULL
+        self._release()
 
 
 cdef enum _Position:

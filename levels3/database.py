@@ -136,9 +136,8 @@ class DB(_native.NativeDB):
                 _close_quietly(control)
                 raise
         self._control = control
-        self._attach(handle, read_only)
+        self._attach(handle, read_only, control.lease)
         if control.lease is not None:
-            self._watch_lease(control.lease)
             control.lease.on_lost = _lease_loss_flagger(weakref.ref(self))
         self.name = name  # as given, like plyvel (the store URL is in repr and messages)
         _open_databases.add(self)
@@ -199,8 +198,7 @@ class DB(_native.NativeDB):
 
         Every write made before the call is part of it; the objects it needs are
         kept by the writer's deletion. Open it with DB(url, checkpoint=name)."""
-        self._require_writable()
-        self.sync()
+        self.sync()  # raises ReadOnlyError or LeaseLostError where the database cannot write
         assert isinstance(self._control, WriterControl)
         self._control.create_checkpoint(name)
 
