@@ -75,7 +75,7 @@ def store_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def s3_options(args: argparse.Namespace) -> StoreOptions:
+def store_options(args: argparse.Namespace) -> StoreOptions:
     return resolve_options(None, store_kwargs(args))
 
 
@@ -89,7 +89,7 @@ def location_of(url: str) -> Location:
 def open_store(args: argparse.Namespace, url: str, *, create: bool = False) -> tuple[Location, StoreOptions, ObjectStore]:
     """The database's object store with retries (no LevelDB, no lock)."""
     location = location_of(url)
-    options = s3_options(args)
+    options = store_options(args)
     store, _ = build_store(location, options, create=create)
     return location, options, store
 
