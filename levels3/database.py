@@ -98,8 +98,8 @@ class DB(_native.NativeDB):
     remaining keywords (or ``options=``) are store options (StoreOptions).
     """
 
-    name: Any
-    _control: EnvControl
+    # No instance __dict__: a method lookup on the hot path (db.get) then skips it.
+    __slots__ = ("name", "_control", "_config", "_close_lock", "_threads")
 
     def __init__(self, name: Any, *, create_if_missing: bool = False, error_if_exists: bool = False,
                  paranoid_checks: bool | None = None, write_buffer_size: int | None = None,
