@@ -60,7 +60,17 @@ def build_client(options: S3Options) -> Any:
             aws_secret_access_key=options.secret_key,
             aws_session_token=options.session_token,
         )
-    return session.client("s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config)
+    client = session.client("s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config)
+    client.meta.events.register("request-created.s3", _drop_expect_continue)
+    return client
+
+
+def _drop_expect_continue(request: Any, **_: Any) -> None:
+    """No ``Expect: 100-continue``: botocore waits up to 1 s for a server to answer it, and with
+    SeaweedFS a 1-byte PUT then hangs until the read timeout.  levels3's bodies are small
+    (at most max_object_size), so the handshake would only save bytes on a refused request."""
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
 
 
 def _client_error_parts(exc: botocore.exceptions.ClientError) -> tuple[str, int, str]:
