@@ -1,7 +1,7 @@
 """The S3 backend: one boto3 client, every botocore error mapped to a levels3 error.
 
 Messages, reprs and logs name the bucket, prefix, key and endpoint, never a
-credential.  boto3's own retries are switched off: RetryingStore is the single
+credential (botocore's own DEBUG records are redacted too: see redaction.py).  boto3's own retries are switched off: RetryingStore is the single
 place that retries, so attempts do not multiply.
 """
 
@@ -20,12 +20,14 @@ from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, Sto
 from ..options import S3Options
 from .base import DELETE_BATCH, ObjectInfo, ObjectStore
 from .local import validate_key
+from .redaction import redact_credentials_in_logs
 from .retry import is_transient
 
 _ACCESS_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"})
 _CREDENTIAL_CODES = {
     "InvalidAccessKeyId": "the access key is not known to the endpoint: check access_key (or the AWS credential chain) and endpoint_url",
-    "SignatureDoesNotMatch": "the request signature was rejected: check secret_key, region and the host clock",
+    "SignatureDoesNotMatch": "the secret key does not match the access key (the request signature was rejected): "
+                             "check secret_key and region",
     "InvalidToken": "the session token is invalid: check session_token",
     "ExpiredToken": "the session token has expired: refresh the credentials",
     "TokenRefreshRequired": "the session token has expired: refresh the credentials",
@@ -42,7 +44,10 @@ def build_client(options: S3Options) -> Any:
         connect_timeout=options.request_timeout,
         read_timeout=options.request_timeout,
         max_pool_connections=32,
-        retries={"max_attempts": 1, "mode": "standard"},
+        # total_max_attempts counts attempts (max_attempts counts *retries*: 1 would resend
+        # once, below RetryingStore, and a landed conditional PUT would come back 412
+        # with no token check).  RetryingStore decides every retry.
+        retries={"total_max_attempts": 1, "mode": "standard"},
         s3={"addressing_style": "path"} if options.path_style else None,
         # Newer boto3 adds CRC checksums to every request by default, which several
         # S3-compatible stores reject; LevelDB checksums its own blocks anyway.
@@ -93,6 +98,7 @@ class S3Store(ObjectStore):
         self._endpoint = options.endpoint_url or "AWS S3"
         self._owns_client = options.client is None
         self._client = build_client(options)
+        redact_credentials_in_logs(self._client)
         self._log = options.logger or logging.getLogger("levels3.store")
 
     def __repr__(self) -> str:
@@ -286,7 +292,8 @@ def _timestamp(value: Any) -> float | None:
 
 
 def probe_conditional_writes(store: ObjectStore) -> None:
-    """Check that the endpoint honours If-None-Match and If-Match on PUT; raise StoreError if not.
+    """Check that the endpoint honours If-None-Match and If-Match on PUT, and If-Match on
+    DELETE; raise StoreError naming the missing feature if not.
 
     Some S3-compatible stores answer 501 to conditional writes, and some ignore
     the header and overwrite: the single-writer lease would then be unsafe.
@@ -323,6 +330,19 @@ def probe_conditional_writes(store: ObjectStore) -> None:
             raise StoreError(
                 f"{store.url} ignored If-Match and overwrote an object; "
                 "levels3 needs conditional writes for its writer lock",
+                operation="probe",
+                key=key,
+            )
+        try:
+            store.delete(key, if_match='"levels3-probe-mismatch"')
+        except PreconditionFailed:
+            pass
+        else:
+            # A closing writer releases its lease with a conditional DELETE: where If-Match
+            # is ignored (LocalStack 4.4), it could delete its successor's lease.
+            raise StoreError(
+                f"{store.url} ignored If-Match on DELETE (conditional delete) and deleted an object; "
+                "levels3 needs conditional deletes to release its writer lock safely",
                 operation="probe",
                 key=key,
             )
