@@ -177,3 +177,18 @@ def test_no_credential_in_any_debug_log_record(moto_endpoint, server_bucket, how
                "environment": ["AKIALEVELS3ENVIRON01", "levels3-SECRET-env-7c6d", "levels3-SESSION-env-5e4f"]}[how]
     shown = {value: log.count(value) for value in secrets if value in log}
     assert shown == {}, json.dumps(shown)
+
+
+# -- bodies cut midway -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [179, 300_000])
+def test_a_body_reset_midway_is_retried(proxy, server_bucket, size):
+    """A small body cut midway surfaces from urllib3 unwrapped (ProtocolError), a large one as
+    botocore's ResponseStreamingError: both are transient, so the GET is retried and succeeds."""
+    store, counting = s3_store(proxy.url, server_bucket, 3)
+    data = os.urandom(size)
+    store.put("w1/000005.ldb", data)
+    proxy.add(Rule("reset", method="GET", count=1))
+    assert store.get("w1/000005.ldb") == data
+    assert proxy.count(method="GET") == 2 and counting.snapshot()["requests"]["get"] == 2

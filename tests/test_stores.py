@@ -483,6 +483,9 @@ def test_open_store(tmp_path) -> None:
 
 
 def test_is_transient_classification() -> None:
+    import http.client
+
+    import urllib3.exceptions
     from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
     def client_error(code: str, status: int) -> ClientError:
@@ -500,6 +503,9 @@ def test_is_transient_classification() -> None:
         EndpointConnectionError(endpoint_url="http://x"),
         ConnectionResetError(),
         TimeoutError(),
+        # A body cut midway, as urllib3 raises it when botocore does not wrap it.
+        urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead", http.client.IncompleteRead(b"x", 1)),
+        http.client.IncompleteRead(b"x", 1),
     ):
         assert is_transient(exc), exc
     for exc in (

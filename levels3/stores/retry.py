@@ -6,6 +6,7 @@ is raised at once: retrying it only multiplies requests and hides the cause.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import random
 import time
@@ -17,8 +18,10 @@ from .base import ObjectInfo, ObjectStore
 
 try:  # the local-directory store works without boto3
     import botocore.exceptions as _botocore_exc
+    from urllib3.exceptions import ProtocolError as _ProtocolError
 except ImportError:  # pragma: no cover - boto3 is a hard dependency of the S3 backend only
     _botocore_exc = None
+    _ProtocolError = ConnectionError
 
 #: User-metadata key carrying the unique token of a conditional PUT.
 TOKEN_METADATA_KEY = "levels3-token"
@@ -72,8 +75,9 @@ def is_transient(exc: BaseException) -> bool:
             ),
         ):
             return True
-    # Raw socket errors (e.g. from a custom client or the body stream).
-    return isinstance(exc, (ConnectionError, TimeoutError))
+    # Raw socket errors (e.g. from a custom client or the body stream); a response body cut
+    # midway can also surface from urllib3 unwrapped ("Connection broken: IncompleteRead").
+    return isinstance(exc, (ConnectionError, TimeoutError, _ProtocolError, http.client.IncompleteRead))
 
 
 class RetryingStore(ObjectStore):
