@@ -21,7 +21,7 @@ import levels3
 from levels3.errors import PreconditionFailed, StoreError
 from levels3.options import S3Options
 from levels3.stores import CountingStore, RetryingStore, S3Store
-from levels3.testing import FaultProxy, Rule
+from levels3.testing import Rule
 
 from .locations import REGION
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 
-import boto3
-import pytest
 
 import levels3
-from levels3.testing import FaultProxy, Rule
+from levels3.testing import Rule
 
 from .locations import REGION
 
@@ -67,3 +64,4 @@ def test_workload_over_http_survives_five_percent_faults_of_every_mode(proxy, se
     assert all(outcomes.count(mode) > 0 for mode in ("drop", "reset", "error", "hold")), outcomes
     assert sum(rule.fired for rule in rules) > 20
     assert len(clean) > 5_000
+
