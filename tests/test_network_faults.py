@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 
-
 import levels3
 from levels3.testing import Rule
 
