@@ -16,12 +16,15 @@ from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 from ..errors import ObjectNotFound, PreconditionFailed, StoreError
 from .base import ObjectInfo, ObjectStore
 
+# A response body cut midway, as it can surface from urllib3 unwrapped ("Connection broken: IncompleteRead").
+_BODY_CUT: tuple[type[BaseException], ...] = (http.client.IncompleteRead,)
 try:  # the local-directory store works without boto3
     import botocore.exceptions as _botocore_exc
-    from urllib3.exceptions import ProtocolError as _ProtocolError
+    import urllib3.exceptions
+
+    _BODY_CUT += (urllib3.exceptions.ProtocolError,)
 except ImportError:  # pragma: no cover - boto3 is a hard dependency of the S3 backend only
     _botocore_exc = None
-    _ProtocolError = ConnectionError
 
 #: User-metadata key carrying the unique token of a conditional PUT.
 TOKEN_METADATA_KEY = "levels3-token"
@@ -75,9 +78,8 @@ def is_transient(exc: BaseException) -> bool:
             ),
         ):
             return True
-    # Raw socket errors (e.g. from a custom client or the body stream); a response body cut
-    # midway can also surface from urllib3 unwrapped ("Connection broken: IncompleteRead").
-    return isinstance(exc, (ConnectionError, TimeoutError, _ProtocolError, http.client.IncompleteRead))
+    # Raw socket errors (e.g. from a custom client or the body stream), bodies cut midway.
+    return isinstance(exc, (ConnectionError, TimeoutError) + _BODY_CUT)
 
 
 class RetryingStore(ObjectStore):
