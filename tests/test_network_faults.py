@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import random
 
-import levels3
-from levels3.testing import Rule
+import pytest
 
-from .locations import REGION
+import levels3
+from levels3.testing import FaultProxy, Rule
 
 #: request_timeout of the clients below: a held response outlasts it.
 TIMEOUT = 1.0
@@ -50,14 +50,18 @@ def fault_workload(url: str, options: dict, seed: int = 5, rounds: int = 4, ops:
         db.close()
 
 
-def test_workload_over_http_survives_five_percent_faults_of_every_mode(proxy, server_bucket, tmp_path):
+@pytest.mark.parametrize("server", ["moto_server", "seaweedfs"])
+def test_workload_over_http_survives_five_percent_faults_of_every_mode(server, location_factory, tmp_path):
     """5% of requests fail in one of five ways (503, 500, response dropped after the request landed,
     body reset midway, response held past request_timeout): the database reads back exactly what a
-    fault-free run does, and no call raises (retries suffice)."""
+    fault-free run does, and no call raises (retries suffice). On moto and on SeaweedFS (real
+    signatures: the proxy forwards requests unchanged)."""
     clean = fault_workload(str(tmp_path / "clean"), {})
-    rules = [proxy.add(rule) for rule in every_fault(0.05)]
-    faulted = fault_workload(f"s3://{server_bucket}/db", dict(endpoint_url=proxy.url, region=REGION,
-                             request_timeout=TIMEOUT, retry_max_attempts=8, retry_base_delay=0.01))
+    location = location_factory(server)
+    rules = every_fault(0.05)
+    with FaultProxy(location.options["endpoint_url"], seed=5, rules=rules) as proxy:
+        faulted = fault_workload(location.url, dict(location.options, endpoint_url=proxy.url,
+                                 request_timeout=TIMEOUT, retry_max_attempts=8, retry_base_delay=0.01))
     assert faulted == clean
     outcomes = [action for a in proxy.arrivals for action in a.actions]
     assert all(outcomes.count(mode) > 0 for mode in ("drop", "reset", "error", "hold")), outcomes
