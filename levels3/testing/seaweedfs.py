@@ -14,6 +14,7 @@ off, so no traffic leaves the machine; the data directory is removed on stop.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import hashlib
@@ -30,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["SeaweedFS", "SeaweedFSError", "find_weed"]
 
@@ -41,6 +42,10 @@ REGION = "us-east-1"
 
 class SeaweedFSError(RuntimeError):
     """The weed binary is missing, or the server did not come up."""
+
+
+class _ExitedEarly(SeaweedFSError):
+    """weed exited while starting (a port taken meanwhile, for one)."""
 
 
 def find_weed() -> str:
@@ -105,6 +110,7 @@ class SeaweedFS:
         self.directory: str | None = None
         self.ports: dict[str, int] = {}
         self._process: subprocess.Popen[bytes] | None = None
+        self._stop_at_exit: Callable[[], None] | None = None
 
     def __repr__(self) -> str:  # never the secret
         return f"SeaweedFS({self.endpoint_url if self.ports else 'stopped'})"
@@ -131,9 +137,34 @@ class SeaweedFS:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "SeaweedFS":
+        """Start the server and wait until its S3 API answers (about a second).
+
+        A port picked free can be taken by someone else before weed binds it: a server
+        that exits while starting is tried again on new ports, up to three times.
+        """
         if self._process is not None:
             raise RuntimeError("SeaweedFS is already running")
         weed = self.weed or find_weed()
+        for attempt in range(3):
+            try:
+                self._start_once(weed)
+            except _ExitedEarly:
+                if attempt == 2:
+                    raise
+                continue
+            # Stop it at exit if the owner forgets; only in this process, not a forked child.
+            owner = os.getpid()
+
+            def stop_at_exit() -> None:
+                if os.getpid() == owner:
+                    self.stop()
+
+            self._stop_at_exit = stop_at_exit
+            atexit.register(stop_at_exit)
+            return self
+        raise AssertionError("unreachable")
+
+    def _start_once(self, weed: str) -> None:
         # Short, so the unix sockets weed puts beside its data fit in sun_path.
         self.directory = tempfile.mkdtemp(prefix="levels3-weed-")
         identities = {"identities": [{"name": "levels3", "credentials": [
@@ -164,7 +195,6 @@ class SeaweedFS:
         except BaseException:
             self.stop()
             raise
-        return self
 
     def _wait_until_ready(self) -> None:
         """Until an S3 request with our credentials answers (an empty ListBuckets)."""
@@ -173,7 +203,7 @@ class SeaweedFS:
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
-                raise SeaweedFSError(f"weed mini exited with code {self._process.returncode}: {self._log_tail()}")
+                raise _ExitedEarly(f"weed mini exited with code {self._process.returncode}: {self._log_tail()}")
             try:
                 status = self._signed_request("GET", "/")
                 if status == 200:
@@ -227,6 +257,9 @@ class SeaweedFS:
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s) and remove its directory. Idempotent."""
         process, self._process = self._process, None
+        if self._stop_at_exit is not None:
+            atexit.unregister(self._stop_at_exit)
+            self._stop_at_exit = None
         if process is not None:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
