@@ -65,3 +65,41 @@ def test_a_fenced_writers_upload_in_flight_is_never_live_data(moto_endpoint, ser
     with levels3.DB(url, endpoint_url=moto_endpoint, region=REGION) as later:
         assert later.get(b"before") == b"1"
         assert later.get(b"zombie") is None
+
+
+def test_a_follower_refreshing_while_the_writer_reopens_never_sees_corruption(moto_endpoint, server_bucket):
+    """Every open of the writer commits a new MANIFEST through CURRENT. A follower that LISTs just
+    before such a commit and reads CURRENT just after finds CURRENT naming a MANIFEST its listing
+    does not have, and LevelDB reports CorruptionError ("CURRENT points to a non-existent file").
+    The store was consistent all along: the follower must list again, as for any stale listing.
+    The proxy delays the follower's GET of CURRENT by 50 ms to make the window wide."""
+    url = f"s3://{server_bucket}/db"
+    direct = dict(endpoint_url=moto_endpoint, region=REGION, lease_duration=2.0, lease_renewal=0.5)
+    with levels3.DB(url, create_if_missing=True, **direct) as db:
+        db.put(b"reopens", b"0", sync=True)
+    stop = threading.Event()
+    reopens: list[int] = []
+
+    def reopen_repeatedly() -> None:
+        while not stop.is_set():
+            with levels3.DB(url, lock_timeout=20, **direct) as db:
+                db.put(b"reopens", b"%d" % (len(reopens) + 1), sync=True)
+            reopens.append(1)
+
+    with FaultProxy(moto_endpoint, rules=[Rule("delay", method="GET", key=r"/CURRENT$", seconds=0.05)]) as proxy:
+        follower = levels3.DB(url, read_only=True, endpoint_url=proxy.url, region=REGION)
+        writer = threading.Thread(target=reopen_repeatedly)
+        writer.start()
+        failures: list[str] = []
+        try:
+            for _ in range(30):
+                try:
+                    follower.refresh()
+                except levels3.Error as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            stop.set()
+            writer.join(60)
+            follower.close()
+    assert len(reopens) > 5  # the writer did reopen while the follower refreshed
+    assert failures == []
