@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import ConfigurationError, LeaseLostError, LockError, ObjectNotFound, PreconditionFailed, StoreError
 from .stores.base import ObjectStore, PutMode
+from .stores.retry import is_transient
 
 if TYPE_CHECKING:
     from .options import StoreOptions
@@ -295,8 +296,11 @@ class LeaseLock:
             etag = self.store.put(self.key, body, mode=mode, metadata=self._metadata(seq))
         except (PreconditionFailed, ObjectNotFound):
             return False
-        except StoreError:
-            self._forget_own_attempt()
+        except StoreError as exc:
+            # Only a transient failure can have landed (retries that ran out chain the last one);
+            # a refused request, such as one with bad credentials, did not.
+            if is_transient(exc) or (exc.__cause__ is not None and is_transient(exc.__cause__)):
+                self._forget_own_attempt()
             raise
         self._won(etag, started)
         return True
@@ -307,8 +311,9 @@ class LeaseLock:
             current = self._read_current()
             if current is not None and self._is_ours(current[1]):
                 self.store.delete(self.key, if_match=current[0])
-        except StoreError:
-            log.warning("could not clean up lock %s after a failed acquire", self._where(), exc_info=True)
+        except StoreError as exc:
+            log.warning("could not clean up lock %s after a failed acquire (it expires after "
+                        "lease_duration): %s", self._where(), exc)
 
     def _adopt(self, etag: str, body: dict | None) -> bool:
         started = self._attempt_start(body)

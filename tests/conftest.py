@@ -1,4 +1,4 @@
-"""Shared fixtures: object stores over a local directory, moto in-process, and a moto HTTP server."""
+"""Shared fixtures: object stores over a local directory, moto in-process, a moto HTTP server and SeaweedFS."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ from moto import mock_aws  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from levels3.options import S3Options  # noqa: E402
+from levels3.testing import FaultProxy, SeaweedFS  # noqa: E402
 
 from .locations import KINDS, REGION, DBLocation, make_location  # noqa: E402
 from levels3.stores import LocalDirStore, ObjectStore, S3Store  # noqa: E402
-
 
 
 def unique_bucket() -> str:
@@ -51,6 +51,20 @@ def moto_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """A SeaweedFS S3 server on loopback (real signatures, atomic conditional writes), for the session."""
+    with SeaweedFS() as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault-injecting HTTP proxy in front of the moto server, with no rules yet."""
+    with FaultProxy(moto_endpoint, seed=13) as running:
+        yield running
 
 
 @pytest.fixture
@@ -72,7 +86,7 @@ def mocked_aws() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(params=["local", "mock_aws", "moto_server"])
+@pytest.fixture(params=KINDS)
 def store_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -87,6 +101,11 @@ def store(store_kind: str, request: pytest.FixtureRequest, tmp_path) -> Iterator
         bucket = unique_bucket()
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=bucket)
         result = S3Store(bucket, "some/db", S3Options(region=REGION))
+    elif store_kind == "seaweedfs":
+        weed: SeaweedFS = request.getfixturevalue("seaweedfs")
+        bucket = unique_bucket()
+        weed.create_bucket(bucket)
+        result = S3Store(bucket, "some/db", S3Options(**weed.options(request_timeout=10)))
     else:
         bucket = request.getfixturevalue("server_bucket")
         result = S3Store(bucket, "some/db", request.getfixturevalue("server_options"))
@@ -115,7 +134,7 @@ def moto_auth(moto_endpoint: str, server_bucket: str) -> Iterator[dict[str, str]
 
 @pytest.fixture(params=KINDS)
 def db_location(request: pytest.FixtureRequest, tmp_path) -> Iterator[DBLocation]:
-    """An empty database location of each kind; the integration tests run on all three."""
+    """An empty database location of each kind; the integration tests run on all of them."""
     yield make_location(request.param, request, tmp_path)
 
 

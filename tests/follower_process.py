@@ -1,6 +1,6 @@
 """A follower run as a real process by tests/test_followers.py.
 
-    python -m tests.follower_process URL PUBLISHED_FILE ROUNDS
+    python -m tests.follower_process URL PUBLISHED_FILE ROUNDS [STORE_OPTIONS_JSON]
 
 Each round: read the counter the writer says it has synced (PUBLISHED_FILE),
 refresh(), then check that the view holds at least that counter and that the
@@ -25,7 +25,8 @@ def read_published(path: str) -> int:
 
 def main() -> int:
     url, published, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    db = levels3.DB(url, read_only=True)
+    options = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+    db = levels3.DB(url, read_only=True, **options)
     seen, inconsistent, late, previous = [], 0, 0, -1
     for _ in range(rounds):
         synced = read_published(published)

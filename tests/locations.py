@@ -1,4 +1,4 @@
-"""Database locations for tests: the same suite on the local store, moto in-process and a moto server."""
+"""Database locations for tests: the same suite on the local store, moto in-process, a moto server and SeaweedFS."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from levels3.options import S3Options
 
 REGION = "us-east-1"
 
-KINDS = ("local", "mock_aws", "moto_server")
+KINDS = ("local", "mock_aws", "moto_server", "seaweedfs")
 
 
 @dataclass
@@ -59,8 +59,15 @@ def make_location(kind: str, request: pytest.FixtureRequest, tmp_path) -> DBLoca
         bucket = f"levels3-{uuid.uuid4().hex[:12]}"
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=bucket)
         return DBLocation(kind, f"s3://{bucket}/tests/db", {"region": REGION}, bucket, "tests/db")
-    endpoint = request.getfixturevalue("moto_endpoint")
     bucket = f"levels3-{uuid.uuid4().hex[:12]}"
+    if kind == "seaweedfs":
+        weed = request.getfixturevalue("seaweedfs")
+        weed.create_bucket(bucket)
+        options = weed.options(request_timeout=10)
+        return DBLocation(kind, f"s3://{bucket}/tests/db", options, bucket, "tests/db")
+    if kind != "moto_server":
+        raise ValueError(f"unknown location kind {kind!r}")
+    endpoint = request.getfixturevalue("moto_endpoint")
     boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(Bucket=bucket)
     options = {"region": REGION, "endpoint_url": endpoint, "request_timeout": 10}
     return DBLocation(kind, f"s3://{bucket}/tests/db", options, bucket, "tests/db")

@@ -17,6 +17,7 @@ import pytest
 
 import levels3
 from levels3.stores import LocalDirStore, PutMode
+from levels3.testing import FaultProxy, Rule
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 LEASE, RENEWAL = 1.0, 0.25
@@ -90,10 +91,34 @@ def test_two_processes_never_write_at_once(tmp_path):
         assert sum(1 for _ in db) == 100
 
 
-def test_zombie_writer_is_fenced(tmp_path, location_factory):
-    """Over real HTTP (moto server): A is stopped mid-flight, wherever it happens to be."""
+def faulty_network(location, request) -> dict:
+    """The location's options, through a fault proxy: 3% of requests fail (503, 500, a response
+    dropped after the request landed, a body reset midway, and 0.5% held past request_timeout)
+    and each takes 2 ms longer. LOCK requests are never held: a held renewal outlasts these
+    tests' 1 s lease, and a writer that loses its lease legitimately stops. At teardown the
+    test fails unless faults were injected (these tests make too few requests to count on every
+    mode each run; the fault workload in test_network_faults.py asserts every mode)."""
+    timeout = 0.8
+    proxy = FaultProxy(location.options["endpoint_url"], seed=29, latency=0.002, rules=[
+        Rule("hold", key=r"^(?!.*/LOCK$)", rate=0.005, seconds=timeout * 1.5),
+        Rule(("drop", "reset", "error"), rate=0.02, status=503), Rule("error", rate=0.005, status=500)]).start()
+
+    def stop() -> None:
+        proxy.stop()
+        assert any(a.actions for a in proxy.arrivals), "no fault was injected"
+
+    request.addfinalizer(stop)
+    return {**location.options, "endpoint_url": proxy.url, "request_timeout": timeout, "retry_max_attempts": 5}
+
+
+@pytest.mark.parametrize("network", ["direct", "faulty"])
+def test_zombie_writer_is_fenced(tmp_path, location_factory, request, network):
+    """Over real HTTP (moto server), directly and through a faulty network: A is stopped
+    mid-flight, wherever it happens to be."""
     location = location_factory("moto_server")
     url, options = location.url, location.options
+    if network == "faulty":
+        options = faulty_network(location, request)
     a = Writer(url, "a", options)
     try:
         a.wait_for_acks(200)
@@ -130,21 +155,28 @@ def test_zombie_writer_is_fenced(tmp_path, location_factory):
         assert all(int(k.split(b"-")[1]) <= last_acked + 1 for k, _ in reader if k.startswith(b"ka"))
 
 
-def test_thirty_crashes_lose_no_synced_write(tmp_path):
-    url = str(tmp_path / "db")
+@pytest.mark.parametrize("network", ["local", "faulty"])
+def test_thirty_crashes_lose_no_synced_write(tmp_path, location_factory, request, network):
+    """kill -9 at a random moment, 30 times on the local store; 8 times over HTTP through a
+    faulty network (the kill lands in the middle of requests, retries and lost responses)."""
+    if network == "local":
+        url, options, rounds = str(tmp_path / "db"), {}, 30
+    else:
+        location = location_factory("moto_server")
+        url, options, rounds = location.url, faulty_network(location, request), 8
     rng = random.Random(30)
     synced: list[str] = []
-    for round_ in range(30):
-        writer = Writer(url, f"r{round_:02d}")
+    for round_ in range(rounds):
+        writer = Writer(url, f"r{round_:02d}", options)
         assert writer.opened.wait(60), writer.proc.stderr.read() if writer.proc.stderr else ""
         time.sleep(rng.uniform(0.0, 0.4))
         writer.kill()
         synced += writer.synced_keys()
         with levels3.DB(url, cache_dir=str(tmp_path / f"cache{round_}"), lease_duration=LEASE,
-                        lease_renewal=RENEWAL, lock_timeout=30) as db:
+                        lease_renewal=RENEWAL, lock_timeout=30, **options) as db:
             missing = [k for k in synced if db.get(k.encode()) != k.encode()[::-1] * 4]
             assert not missing, f"round {round_}: lost synced writes {missing[:5]}"
-    assert len(synced) > 30
+    assert len(synced) > rounds
 
 
 def test_writer_stops_when_renewal_fails(tmp_path):

@@ -20,12 +20,22 @@ from levels3.stores.faults import FaultInjectingStore
 ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-def test_three_follower_processes_see_consistent_states(tmp_path):
-    url = str(tmp_path / "db")
+@pytest.mark.parametrize("network", ["local", "faulty"])
+def test_three_follower_processes_see_consistent_states(tmp_path, location_factory, request, network):
+    """On the local store, and over HTTP through a faulty network (moto server)."""
+    if network == "local":
+        url, options = str(tmp_path / "db"), {}
+    else:
+        from .test_fencing import faulty_network
+
+        location = location_factory("moto_server")
+        url, options = location.url, faulty_network(location, request)
     published = tmp_path / "published"
-    writer = levels3.DB(url, create_if_missing=True, write_buffer_size=32 * 1024)
+    writer = levels3.DB(url, create_if_missing=True, write_buffer_size=32 * 1024, **options)
     writer.put(b"counter", b"0", sync=True)
-    followers = [subprocess.Popen([sys.executable, "-m", "tests.follower_process", url, str(published), "40"],
+    rounds = "40" if network == "local" else "15"
+    followers = [subprocess.Popen([sys.executable, "-m", "tests.follower_process", url, str(published), rounds,
+                                   json.dumps(options)],
                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(3)]
     n = 0
@@ -46,7 +56,7 @@ def test_three_follower_processes_see_consistent_states(tmp_path):
         assert result["inconsistent"] == 0
         assert result["late"] == 0
         assert result["distinct"] > 5  # they did follow the writer
-    assert n > 40
+    assert n > int(rounds)
 
 
 def test_writes_on_a_follower_are_refused(db_location):

@@ -317,8 +317,19 @@ def test_invalid_durations_rejected(store):
 # ---------------------------------------------------------------- processes
 
 
-def _hold_repeatedly(root, log_path, rounds):
-    store = LocalDirStore(root, create=False)
+def _open_store(where):
+    """The store a child process contends on: a local directory, or (bucket, prefix, options) on S3."""
+    if isinstance(where, str):
+        return LocalDirStore(where, create=False)
+    from levels3.options import S3Options
+    from levels3.stores import RetryingStore, S3Store
+
+    bucket, prefix, options = where
+    return RetryingStore(S3Store(bucket, prefix, S3Options(**options)), max_attempts=3, base_delay=0.01)
+
+
+def _hold_repeatedly(where, log_path, rounds):
+    store = _open_store(where)
     for _ in range(rounds):
         lock = LeaseLock(store, lease_duration=D, lease_renewal=0.05, lock_timeout=20)
         lock.acquire()
@@ -334,12 +345,21 @@ def _hold_repeatedly(root, log_path, rounds):
             f.write(f"{os.getpid()} {began!r} {ended!r}\n")
 
 
-def test_two_processes_never_hold_at_once(tmp_path):
-    root = tmp_path / "db"
-    LocalDirStore(root, create=True)
+@pytest.mark.parametrize("kind", ["local", "seaweedfs"])
+def test_two_processes_never_hold_at_once(kind, tmp_path, request):
+    """Two contending processes, on the local store and on SeaweedFS (atomic conditional writes
+    under concurrent clients, over real HTTP)."""
+    if kind == "local":
+        where: object = str(tmp_path / "db")
+        LocalDirStore(where, create=True)
+    else:
+        weed = request.getfixturevalue("seaweedfs")
+        bucket = f"levels3-lock-{os.urandom(6).hex()}"
+        weed.create_bucket(bucket)
+        where = (bucket, "race", weed.options(request_timeout=10))
     log_path = tmp_path / "intervals"
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_hold_repeatedly, args=(str(root), str(log_path), 20)) for _ in range(2)]
+    procs = [ctx.Process(target=_hold_repeatedly, args=(where, str(log_path), 20)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:

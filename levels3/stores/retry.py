@@ -171,14 +171,16 @@ class RetryingStore(ObjectStore):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # A listing that breaks midway restarts and skips what was already yielded.
-        last_key: str | None = None
+        # By key, not by position: not every store lists in byte order (SeaweedFS
+        # walks its directory tree, so "dir/x" comes before "dir-x").
+        yielded: set[str] = set()
         failures = 0
         while True:
             try:
                 for info in self.inner.list(prefix):
-                    if last_key is not None and info.key <= last_key:
+                    if info.key in yielded:
                         continue
-                    last_key = info.key
+                    yielded.add(info.key)
                     yield info
                 return
             except Exception as exc:

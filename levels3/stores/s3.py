@@ -1,14 +1,16 @@
 """The S3 backend: one boto3 client, every botocore error mapped to a levels3 error.
 
 Messages, reprs and logs name the bucket, prefix, key and endpoint, never a
-credential.  boto3's own retries are switched off: RetryingStore is the single
-place that retries, so attempts do not multiply. Owns the botocore error
-classification (is_transient and the transient codes) and the probe for
-conditional writes. Imports boto3, the store interface and levels3.errors.
+credential (botocore's own DEBUG records are redacted too: see redaction.py).
+boto3's own retries are switched off: RetryingStore is the single place that
+retries, so attempts do not multiply. Owns the botocore error classification
+(is_transient and the transient codes) and the probe for conditional writes.
+Imports boto3, the store interface and levels3.errors.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import time
 import uuid
@@ -17,16 +19,19 @@ from typing import Any, Iterator, Mapping, Sequence
 import boto3
 import botocore.config
 import botocore.exceptions
+import urllib3.exceptions
 
 from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
 from ..options import StoreOptions
 from .base import DELETE_BATCH, ObjectInfo, ObjectStore, PutCondition, PutMode
 from .local import validate_key
+from .redaction import redact_credentials_in_logs
 
 _ACCESS_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"})
 _CREDENTIAL_CODES = {
     "InvalidAccessKeyId": "the access key is not known to the endpoint: check access_key (or the AWS credential chain) and endpoint_url",
-    "SignatureDoesNotMatch": "the request signature was rejected: check secret_key, region and the host clock",
+    "SignatureDoesNotMatch": "the secret key does not match the access key (the request signature was rejected): "
+                             "check secret_key and region",
     "InvalidToken": "the session token is invalid: check session_token",
     "ExpiredToken": "the session token has expired: refresh the credentials",
     "TokenRefreshRequired": "the session token has expired: refresh the credentials",
@@ -66,7 +71,10 @@ def build_client(options: StoreOptions) -> Any:
         connect_timeout=options.request_timeout,
         read_timeout=options.request_timeout,
         max_pool_connections=32,
-        retries={"max_attempts": 1, "mode": "standard"},
+        # total_max_attempts counts attempts (max_attempts counts *retries*: 1 would resend
+        # once, below RetryingStore, and a landed conditional PUT would come back 412
+        # with no token check).  RetryingStore decides every retry.
+        retries={"total_max_attempts": 1, "mode": "standard"},
         s3={"addressing_style": "path"} if options.path_style else None,
         # Newer boto3 adds CRC checksums to every request by default, which several
         # S3-compatible stores reject; LevelDB checksums its own blocks anyway.
@@ -84,7 +92,17 @@ def build_client(options: StoreOptions) -> Any:
             aws_secret_access_key=options.secret_key,
             aws_session_token=options.session_token,
         )
-    return session.client("s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config)
+    client = session.client("s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config)
+    client.meta.events.register("request-created.s3", _drop_expect_continue)
+    return client
+
+
+def _drop_expect_continue(request: Any, **_: Any) -> None:
+    """No ``Expect: 100-continue``: botocore waits up to 1 s for a server to answer it, and with
+    SeaweedFS a 1-byte PUT then hangs until the read timeout.  levels3's bodies are small
+    (at most max_object_size), so the handshake would only save bytes on a refused request."""
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
 
 
 def _client_error_parts(exc: botocore.exceptions.ClientError) -> tuple[str, int, str]:
@@ -110,8 +128,10 @@ def is_transient(exc: BaseException) -> bool:
         ),
     ):
         return True
-    # Raw socket errors (e.g. from the body stream).
-    return isinstance(exc, (ConnectionError, TimeoutError))
+    # Raw socket errors from the body stream, and a body cut midway, which can
+    # surface from urllib3 unwrapped ("Connection broken: IncompleteRead").
+    return isinstance(exc, (ConnectionError, TimeoutError, http.client.IncompleteRead,
+                            urllib3.exceptions.ProtocolError))
 
 
 class S3Store(ObjectStore):
@@ -128,6 +148,7 @@ class S3Store(ObjectStore):
         self._endpoint = options.endpoint_url or "AWS S3"
         self._owns_client = options.client is None
         self._client = build_client(options)
+        redact_credentials_in_logs(self._client)
         self._log = options.logger or logging.getLogger("levels3.store")
 
     def __repr__(self) -> str:
@@ -298,7 +319,8 @@ def _timestamp(value: Any) -> float | None:
 
 
 def probe_conditional_writes(store: ObjectStore) -> None:
-    """Check that the endpoint honours If-None-Match and If-Match on PUT; raise StoreError if not.
+    """Check that the endpoint honours If-None-Match and If-Match on PUT, and If-Match on
+    DELETE; raise StoreError naming the missing feature if not.
 
     Some S3-compatible stores answer 501 to conditional writes, and some ignore
     the header and overwrite: the single-writer lease would then be unsafe.
@@ -335,6 +357,19 @@ def probe_conditional_writes(store: ObjectStore) -> None:
             raise StoreError(
                 f"{store.url} ignored If-Match and overwrote an object; "
                 "levels3 needs conditional writes for its writer lock",
+                operation="probe",
+                key=key,
+            )
+        try:
+            store.delete(key, if_match='"levels3-probe-mismatch"')
+        except PreconditionFailed:
+            pass
+        else:
+            # A closing writer releases its lease with a conditional DELETE: where If-Match
+            # is ignored (LocalStack 4.4), it could delete its successor's lease.
+            raise StoreError(
+                f"{store.url} ignored If-Match on DELETE (conditional delete) and deleted an object; "
+                "levels3 needs conditional deletes to release its writer lock safely",
                 operation="probe",
                 key=key,
             )
