@@ -152,8 +152,8 @@ def render(doc: dict[str, Any]) -> str:
              f"threads, {doc['rounds']} alternating rounds",
              f"{'':<40}{'ops/s':>10}{'vs sync':>10}{'PUTs/op':>10}"]
     for name, r in doc["results"].items():
-        puts = report._fmt(r["puts_per_op"]) if "puts_per_op" in r else ""
-        lines.append(f"{name:<40}{report._fmt(r['ops_s']):>10}{r['vs_sync']:>10.2f}{puts:>10}")
+        puts = report.fmt(r["puts_per_op"]) if "puts_per_op" in r else ""
+        lines.append(f"{name:<40}{report.fmt(r['ops_s']):>10}{r['vs_sync']:>10.2f}{puts:>10}")
     lines.append("vs sync: ops/s over the first row of the same workload, measured in the same rounds.")
     return "\n".join(lines)
 
