@@ -128,7 +128,7 @@ async def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     await sync_get()  # warm LevelDB's block cache and the local cache files: every variant reads warm
     for workload, runs in variants.items():
-        totals = {label: [0, 0.0, 0] for label, _ in runs}
+        totals: dict[str, list[float]] = {label: [0, 0.0, 0] for label, _ in runs}
         for _ in range(args.rounds):
             for label, fn in runs:
                 puts_before = (await adb.stats())["requests"].get("put", 0)
@@ -137,10 +137,10 @@ async def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
                 totals[label][1] += t
                 totals[label][2] += (await adb.stats())["requests"].get("put", 0) - puts_before
         base = totals[runs[0][0]][0] / totals[runs[0][0]][1]
-        for label, (n, t, puts) in totals.items():
-            entry: dict[str, Any] = {"ops": n, "s": t, "ops_s": n / t, "vs_sync": n / t / base}
+        for label, (ops, secs, puts) in totals.items():
+            entry: dict[str, Any] = {"ops": int(ops), "s": secs, "ops_s": ops / secs, "vs_sync": ops / secs / base}
             if workload == "synced put":
-                entry["puts_per_op"] = puts / n if n else None
+                entry["puts_per_op"] = puts / ops if ops else None
             results[f"{workload}: {label}"] = entry
     await adb.close()
     return results

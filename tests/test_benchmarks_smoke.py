@@ -194,3 +194,15 @@ def test_runs_leave_no_temporary_directories(tmp_path: Path) -> None:
                               timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.listdir(scratch) == []
+
+
+def test_mypy_passes_on_the_suite() -> None:
+    """The suite ships inside the package, so it is type-checked like it (in a wheel, test_packaging's mypy run
+    over the installed levels3 covers levels3.bench)."""
+    pytest.importorskip("mypy")
+    if not (ROOT / "benchmarks" / "suite.py").is_file():
+        pytest.skip("no source checkout here: test_packaging checks the installed levels3.bench")
+    command = [sys.executable, "-m", "mypy", "--no-incremental", "--config-file", str(ROOT / "pyproject.toml"),
+               "-p", "benchmarks"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
