@@ -445,8 +445,9 @@ DEAD_WRITER = textwrap.dedent("""
 """)
 
 
-def test_lock_break_after_the_lease_expired(target: Target) -> None:
-    argv = [sys.executable, "-c", DEAD_WRITER, target.url]
+def test_lock_break_after_the_lease_expired(target: Target, tmp_path) -> None:
+    # The writer dies without closing: its cache stays, so it goes under tmp_path, not into /tmp for good.
+    argv = [sys.executable, "-c", DEAD_WRITER, target.url, "cache_dir", str(tmp_path / "dead-writer-cache")]
     for name, value in target.options.items():
         if name != "request_timeout":
             argv += [name, str(value)]
