@@ -8,7 +8,7 @@ prefix with include/ and lib/ (the wheels point it at a static build).
 import os
 import sys
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 try:
     from Cython.Build import cythonize
@@ -64,4 +64,14 @@ def extensions():
     ]
 
 
-setup(ext_modules=cythonize(extensions(), compiler_directives={"language_level": "3"}))
+# The benchmark suite's source is the top-level benchmarks/ (`python -m benchmarks` in a checkout); it ships
+# inside the package as levels3.bench, so that `levels3 bench` works wherever levels3 is installed. Its
+# modules import each other relatively, so either name works. (Package discovery lives here, not in
+# pyproject.toml, because a find directive there cannot add a package from another directory.)
+PACKAGES = find_packages(include=["levels3", "levels3.*"]) + ["levels3.bench"]
+
+setup(
+    packages=PACKAGES,
+    package_dir={"levels3.bench": "benchmarks"},
+    ext_modules=cythonize(extensions(), compiler_directives={"language_level": "3"}),
+)

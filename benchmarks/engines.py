@@ -47,7 +47,8 @@ class Levels3:
     def __init__(self, root: str, **store_options: Any) -> None:
         import levels3
 
-        self.levels3, self.root, self.options, self.db = levels3, root, store_options, None
+        self.levels3, self.root, self.options = levels3, root, store_options
+        self.db: Any = None  # the open database of whichever engine
 
     def open(self, name: str, cache_dir: str) -> None:
         self.db = self.levels3.DB(f"{self.root}/{name}", create_if_missing=True, cache_dir=cache_dir, **self.options)
@@ -87,7 +88,8 @@ class Plyvel(Levels3):
     def __init__(self, root: str) -> None:
         import plyvel
 
-        self.plyvel, self.root, self.db = plyvel, root, None
+        self.plyvel, self.root = plyvel, root
+        self.db = None
 
     def open(self, name: str, cache_dir: str) -> None:
         self.db = self.plyvel.DB(f"{self.root}/{name}", create_if_missing=True)
@@ -104,7 +106,8 @@ class SlateDB:
 
         self.sdb, self.root, self.endpoint_url, self.bucket = sdb, root, endpoint_url, bucket
         self.loop = asyncio.new_event_loop()
-        self.db = self.recorder = None
+        self.db: Any = None
+        self.recorder: Any = None
 
     def _store(self):
         sdb = self.sdb

@@ -64,8 +64,12 @@ class StaleVersionError(IOError):
     """A follower's version needs an object the writer has deleted: call refresh()."""
 
 
-class LockError(Error):
-    """Another live writer holds the database lock."""
+class LockError(IOError):
+    """Another live writer holds the database lock.
+
+    An ``IOError`` (and so an ``OSError``), as plyvel reports a held lock: code written for plyvel
+    that catches ``plyvel.IOError`` keeps working after ``import levels3 as plyvel``.
+    """
 
 
 class LeaseLostError(IOError):

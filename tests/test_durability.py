@@ -210,7 +210,7 @@ def test_synced_write_survives_a_killed_process(tmp_path):
     script = textwrap.dedent(f"""
         import os, levels3
         db = levels3.DB({url!r}, create_if_missing=True, lease_duration=1.0, lease_renewal=0.3,
-                        write_buffer_size=16 * 1024)
+                        write_buffer_size=16 * 1024, cache_dir={str(tmp_path / "killed-cache")!r})
         for i in range(3000):  # the WAL rolls over many times; only every 500th write is synced
             db.put(b"key%04d" % i, b"value%04d" % i, sync=(i % 500 == 499))
         print("synced", flush=True)
@@ -246,7 +246,7 @@ def test_flush_interval_bounds_what_a_crash_loses(tmp_path, flush_interval):
     script = textwrap.dedent(f"""
         import os, time, levels3
         db = levels3.DB({url!r}, create_if_missing=True, flush_interval={flush_interval!r},
-                        lease_duration=1.0, lease_renewal=0.3)
+                        lease_duration=1.0, lease_renewal=0.3, cache_dir={str(tmp_path / "killed-cache")!r})
         for i in range(500):
             db.put(b"unsynced%03d" % i, b"v")
         time.sleep(1.0)

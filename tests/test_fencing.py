@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -24,13 +25,17 @@ LEASE, RENEWAL = 1.0, 0.25
 
 
 class Writer:
-    """tests/writer_process.py in a child process, its acknowledgements collected as they come."""
+    """tests/writer_process.py in a child process, its acknowledgements collected as they come.
 
-    def __init__(self, url: str, seed: str, options: dict | None = None) -> None:
+    Made by the `writers` fixture: its cache directory is under the test's tmp_path (a killed writer cannot
+    remove it, and its default cache would stay in /tmp for good), and so is its TMPDIR.
+    """
+
+    def __init__(self, url: str, seed: str, options: dict, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.writer_process", url, str(LEASE), str(RENEWAL), seed,
-             json.dumps(options or {})],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             json.dumps(options)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.acked: list[tuple[str, bool]] = []
         self.lines: list[str] = []
         self.opened = threading.Event()
@@ -64,7 +69,27 @@ class Writer:
         return [key for key, synced in self.acked if synced]
 
 
-def test_two_processes_never_write_at_once(tmp_path):
+@pytest.fixture
+def child_env(tmp_path) -> Iterator[dict[str, str]]:
+    """The environment of the test's child processes: their TMPDIR is under tmp_path, and must be empty at the
+    end (a temporary directory left there would be left in /tmp by a real run)."""
+    scratch = tmp_path / "children-tmp"
+    scratch.mkdir()
+    yield dict(os.environ, TMPDIR=str(scratch))
+    leftovers = sorted(os.listdir(scratch))
+    assert not leftovers, f"child processes left temporary directories behind: {leftovers}"
+
+
+@pytest.fixture
+def writers(tmp_path, child_env) -> Callable[..., Writer]:
+    def start(url: str, seed: str, options: dict | None = None) -> Writer:
+        cache_dir = str(tmp_path / f"writer-{seed}-cache")
+        return Writer(url, seed, {"cache_dir": cache_dir, **(options or {})}, child_env)
+
+    return start
+
+
+def test_two_processes_never_write_at_once(tmp_path, child_env):
     """50 open/close rounds per process on one database; the intervals never overlap."""
     url = str(tmp_path / "db")
     levels3.DB(url, create_if_missing=True).close()
@@ -80,7 +105,7 @@ def test_two_processes_never_write_at_once(tmp_path):
             with open({str(log)!r}, "a") as f:
                 f.write(json.dumps([name, start, end]) + "\\n")
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script, name], cwd=ROOT) for name in ("a", "b")]
+    procs = [subprocess.Popen([sys.executable, "-c", script, name], cwd=ROOT, env=child_env) for name in ("a", "b")]
     for proc in procs:
         assert proc.wait(timeout=240) == 0
     intervals = sorted(json.loads(line)[1:] for line in log.read_text().splitlines())
@@ -112,14 +137,14 @@ def faulty_network(location, request) -> dict:
 
 
 @pytest.mark.parametrize("network", ["direct", "faulty"])
-def test_zombie_writer_is_fenced(tmp_path, location_factory, request, network):
+def test_zombie_writer_is_fenced(tmp_path, location_factory, request, writers, network):
     """Over real HTTP (moto server), directly and through a faulty network: A is stopped
     mid-flight, wherever it happens to be."""
     location = location_factory("moto_server")
     url, options = location.url, location.options
     if network == "faulty":
         options = faulty_network(location, request)
-    a = Writer(url, "a", options)
+    a = writers(url, "a", options)
     try:
         a.wait_for_acks(200)
         os.kill(a.proc.pid, signal.SIGSTOP)
@@ -156,7 +181,7 @@ def test_zombie_writer_is_fenced(tmp_path, location_factory, request, network):
 
 
 @pytest.mark.parametrize("network", ["local", "faulty"])
-def test_thirty_crashes_lose_no_synced_write(tmp_path, location_factory, request, network):
+def test_thirty_crashes_lose_no_synced_write(tmp_path, location_factory, request, writers, network):
     """kill -9 at a random moment, 30 times on the local store; 8 times over HTTP through a
     faulty network (the kill lands in the middle of requests, retries and lost responses)."""
     if network == "local":
@@ -167,7 +192,7 @@ def test_thirty_crashes_lose_no_synced_write(tmp_path, location_factory, request
     rng = random.Random(30)
     synced: list[str] = []
     for round_ in range(rounds):
-        writer = Writer(url, f"r{round_:02d}", options)
+        writer = writers(url, f"r{round_:02d}", options)
         assert writer.opened.wait(60), writer.proc.stderr.read() if writer.proc.stderr else ""
         time.sleep(rng.uniform(0.0, 0.4))
         writer.kill()

@@ -768,3 +768,18 @@ def test_write_batch_context_semantics_match(pair: Pair) -> None:
         assert wb.approximate_size() > db.write_batch().approximate_size()
         wb.write()
     assert list(pair.l) == list(pair.p) == [(b"v", b"1"), (b"w", b"1"), (b"x", b"1")]
+
+
+def test_a_held_lock_is_caught_as_plyvel_ioerror(tmp_path) -> None:
+    """plyvel raises plyvel.IOError for a database another process holds; code catching it keeps working."""
+    import plyvel
+
+    with plyvel.DB(str(tmp_path / "plyvel"), create_if_missing=True):
+        with pytest.raises(plyvel.IOError):  # what plyvel users write (plyvel.IOError is plyvel's own class)
+            plyvel.DB(str(tmp_path / "plyvel"))
+    url = str(tmp_path / "levels3")
+    with levels3.DB(url, create_if_missing=True):
+        with pytest.raises(levels3.IOError) as caught:  # the same line after `import levels3 as plyvel`
+            levels3.DB(url)
+        assert isinstance(caught.value, levels3.LockError) and isinstance(caught.value, OSError)
+        assert not isinstance(caught.value, levels3.StoreError)  # a refusal, not a failed request

@@ -1,14 +1,16 @@
 """The ``levels3`` command line: look into, move, check and clean a database in a store.
 
-Exit codes: 0 success, 1 operational error (one line on stderr), 2 usage error.
-``main(argv)`` returns the exit code; ``python -m levels3`` and the ``levels3``
-script call it.
+Exit codes: 0 success, 1 operational error (one line on stderr), 2 usage error,
+141 (128 + SIGPIPE, quietly) when the reader of its output went away, as in
+``levels3 scan URL | head -1``. ``main(argv)`` returns the exit code;
+``python -m levels3`` and the ``levels3`` script call it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -84,6 +86,24 @@ def _error(message: str) -> None:
     print(f"levels3: error: {message}", file=sys.stderr)
 
 
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a command killed by SIGPIPE
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe: exit as Unix tools do, without a message.
+
+    The rest of the output can go nowhere; pointing stdout at /dev/null keeps Python's flush at exit from
+    reporting the same broken pipe again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return SIGPIPE_EXIT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -95,7 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..errors import ConfigurationError, Error
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away shows here, not later at exit
+        return code
+    except BrokenPipeError:  # before OSError: `levels3 scan ... | head` is not an error
+        return _reader_gone()
     except CommandError as exc:
         if exc.code == 2:
             parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
@@ -111,8 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
-    except BrokenPipeError:  # pragma: no cover - `levels3 scan ... | head`
-        return 0
     except Exception as exc:  # anything unexpected: one line, details only with -vv
         if verbosity >= 2:
             logging.getLogger("levels3.cli").debug("details", exc_info=True)

@@ -1,12 +1,12 @@
-"""bench: run the benchmark suite's quick mode (``python -m benchmarks --quick``)."""
+"""bench: run the benchmark suite shipped as ``levels3.bench`` (the top-level ``benchmarks/`` of a checkout)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
-import subprocess
 import sys
+from types import ModuleType
 from typing import Any
 
 from ._common import CommandError
@@ -15,42 +15,40 @@ from ._common import CommandError
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "bench", parents=[parent], help="run the benchmark suite's quick mode",
-        description="Run `python -m benchmarks --quick` (the suite lives in the benchmarks/ directory of a "
-                    "levels3 source checkout). Arguments after `--` are passed on to the suite.")
-    p.add_argument("--full", action="store_true", help="run the full suite instead of --quick")
+        description="Run the benchmark suite (levels3 against plyvel and slatedb, on the local store and a "
+                    "moto S3 server on 127.0.0.1), in its quick mode unless --full; --aio compares levels3.aio "
+                    "with the sync API instead. Arguments after `--` go to the suite "
+                    "(`levels3 bench -- --help` lists them). Needs `pip install 'levels3[bench]'`.")
+    p.add_argument("--full", action="store_true", help="the full sizes (about 10 minutes on 2 cores)")
+    p.add_argument("--aio", action="store_true", help="levels3.aio against the sync API, from one event loop")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments for the suite (after --)")
     p.set_defaults(func=cmd_bench)
 
 
 def _checkout_root() -> str:
-    # levels3/cli/bench.py -> the directory holding levels3/ (a source checkout or editable install)
+    # levels3/cli/bench.py -> the directory holding levels3/ (and benchmarks/ in a source checkout)
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def find_suite() -> tuple[str | None, dict[str, str]]:
-    """(directory to add to PYTHONPATH or '' if importable as is, env); (None, env) when missing."""
-    env = dict(os.environ)
+def load_suite(module: str) -> ModuleType:
+    """levels3.bench.<module>; in a checkout installed before the suite was packaged, benchmarks.<module>."""
     try:
-        if importlib.util.find_spec("benchmarks.__main__") is not None:
-            return "", env
-    except (ImportError, ValueError):
-        pass
+        return importlib.import_module(f"levels3.bench.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("levels3.bench", f"levels3.bench.{module}"):
+            raise
     root = _checkout_root()
-    if os.path.isfile(os.path.join(root, "benchmarks", "__main__.py")):
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        return root, env
-    return None, env
+    if not os.path.isfile(os.path.join(root, "benchmarks", f"{module}.py")):
+        raise CommandError("the benchmark suite is missing from this installation (levels3.bench); "
+                           "reinstall levels3")
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(f"benchmarks.{module}")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    where, env = find_suite()
-    if where is None:
-        raise CommandError("the benchmark suite is not available: `python -m benchmarks` was not found "
-                           "(it lives in benchmarks/ of a levels3 source checkout; run from there)")
     extra = [a for a in args.extra if a != "--"] if args.extra else []
-    command = [sys.executable, "-m", "benchmarks"] + ([] if args.full else ["--quick"]) + extra
+    suite = load_suite("aio" if args.aio else "suite")
     sys.stdout.flush()
-    result = subprocess.run(command, env=env, cwd=where or None)
-    if result.returncode != 0:
-        raise CommandError(f"the benchmark suite exited with status {result.returncode}")
-    return 0
+    # The suite reports its own failures (one line each); its status is ours.
+    return int(suite.main(([] if args.full else ["--quick"]) + extra) or 0)
