@@ -8,7 +8,7 @@ close() returned must raise RuntimeError; nothing may crash. The write test
 also reopens the database after every round: every write that was
 acknowledged, synced or not, must be there (close() uploads what is left).
 Today the child dies with SIGSEGV or SIGABRT, or hangs (a writer waiting on a
-group commit that close() freed): the 90 s timeout turns a hang into a failure.
+group commit that close() freed): the 60 s timeout turns a hang into a failure.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def test_close_while_threads_read(location_factory, kind, rounds, cold):
     """8 threads each inside get, an iterator, a raw_iterator and a snapshot; a third party closes.
     Over the moto server the cache starts cold, so close() also meets table fetches in flight."""
     location = location_factory(kind)
-    result = run_python(ROUNDS_SCRIPT, location.url, location.options, READERS, 8, rounds, cold, timeout=90)
+    result = run_python(ROUNDS_SCRIPT, location.url, location.options, READERS, 8, rounds, cold, timeout=60)
     assert_clean_exit(result)
     assert f"ok {rounds} rounds" in result.stdout
 
@@ -164,6 +164,6 @@ def test_close_while_threads_write(location_factory):
     """8 threads each in put, put(sync=True) and a write batch when close() runs: no crash, and every
     acknowledged write is in the database when it is opened again."""
     location = location_factory("local")
-    result = run_python(ROUNDS_SCRIPT, location.url, location.options, WRITERS, 8, 20, False, timeout=90)
+    result = run_python(ROUNDS_SCRIPT, location.url, location.options, WRITERS, 8, 20, False, timeout=60)
     assert_clean_exit(result)
     assert "ok 20 rounds" in result.stdout
