@@ -45,7 +45,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .errors import ConfigurationError, LeaseLostError, LockError, ObjectNotFound, PreconditionFailed, StoreError
+from .errors import LeaseLostError, LockError, ObjectNotFound, PreconditionFailed, StoreError
+from .options import check_lease_timing
 from .stores.base import ObjectStore, PutMode
 from .stores.retry import is_transient
 
@@ -134,12 +135,7 @@ class LeaseLock:
         owner_info: Mapping[str, Any] | None = None,
         on_lost: Callable[[str], None] | None = None,
     ) -> None:
-        if not lease_duration > 0 or not lease_renewal > 0:
-            raise ConfigurationError("lease_duration and lease_renewal must be positive")
-        if lease_renewal >= lease_duration:
-            raise ConfigurationError("lease_renewal must be shorter than lease_duration")
-        if lock_timeout is not None and lock_timeout < 0:
-            raise ConfigurationError("lock_timeout must be >= 0 or None")
+        lease_duration, lease_renewal, lock_timeout = check_lease_timing(lease_duration, lease_renewal, lock_timeout)
         self.store = store
         self.key = key
         self.lease_duration = float(lease_duration)

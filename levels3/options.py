@@ -1,15 +1,21 @@
 """Store options and URL parsing: where a database lives and how its backend behaves.
 
 Owns StoreOptions (with its old name S3Options kept as an alias: the same
-options configure file:// databases) and Location. It may import only
-levels3.errors; everything else reads these values.
+options configure file:// databases), Location, and the one validation helper
+for every numeric option (NumberRule.check): store options here, the lease's
+in levels3.lock, LevelDB's and the DB's own (DB_NUMBER_RULES) in the bridge.
+It may import only levels3.errors; everything else reads these values.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import numbers
+import operator
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -17,6 +23,128 @@ from urllib.parse import unquote, urlparse
 from .errors import ConfigurationError
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+#: The longest duration any option may have: every duration ends up as a timed
+#: wait (threading, sockets), and those raise OverflowError beyond this.
+LONGEST_DURATION = threading.TIMEOUT_MAX
+#: S3 refuses a single PUT above 5 GiB, so no object can be larger.
+LARGEST_OBJECT = 5 * GiB
+C_INT_MAX = 2**31 - 1  # LevelDB's int options (max_open_files, block_restart_interval, bloom bits)
+SIZE_T_MAX = 2**64 - 1  # LevelDB's size_t options (write_buffer_size, block_size, ...)
+
+
+@dataclass(frozen=True)
+class NumberRule:
+    """What one numeric option may hold: an int or any real number, finite,
+    between ``minimum`` and ``maximum`` (``minimum`` itself excluded when
+    ``above`` is set), or None when ``optional``.
+
+    NaN, an infinity or a number out of range raises ConfigurationError (a
+    ValueError); any other value of the wrong type (a str, a bool, a finite
+    float where an int is needed) raises TypeError. Both messages name the
+    option.
+    """
+
+    integer: bool = False
+    minimum: float | None = None
+    above: bool = False
+    maximum: float | None = None
+    optional: bool = False
+    unit: str = ""
+
+    def check(self, name: str, value: Any) -> Any:
+        """The value, normalised to int or float (None stays None when optional)."""
+        if value is None and self.optional:
+            return None
+        if isinstance(value, float) and not math.isfinite(value):  # NaN, +-inf: bad values, whatever the type
+            raise ConfigurationError(f"{name} must be {self.describe()}, got {_shown(value)}")
+        number = self._as_number(name, value)
+        if (isinstance(number, float) and not math.isfinite(number)) or not self._in_range(number):
+            raise ConfigurationError(f"{name} must be {self.describe()}, got {_shown(value)}")
+        return number
+
+    def describe(self) -> str:
+        text = "an int" if self.integer else "a finite number"
+        if self.unit:
+            text += f" ({self.unit})"
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f"{'>' if self.above else '>='} {_bound(self.minimum)}")
+        if self.maximum is not None:
+            bounds.append(f"<= {_bound(self.maximum)}")
+        if bounds:
+            text += " " + " and ".join(bounds)
+        return text + (" or None" if self.optional else "")
+
+    def _as_number(self, name: str, value: Any) -> int | float:
+        if not isinstance(value, bool):
+            if self.integer:
+                try:
+                    return operator.index(value)  # int, and numpy's ints; never a float
+                except TypeError:
+                    pass
+            elif isinstance(value, numbers.Real):
+                return value if isinstance(value, int) else float(value)
+        raise TypeError(f"{name} must be {self.describe()}, not {type(value).__name__} {_shown(value)}")
+
+    def _in_range(self, number: int | float) -> bool:
+        if self.minimum is not None and (number <= self.minimum if self.above else number < self.minimum):
+            return False
+        return self.maximum is None or number <= self.maximum
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+POSITIVE_SECONDS = NumberRule(minimum=0, above=True, maximum=LONGEST_DURATION, unit="seconds")
+OPTIONAL_POSITIVE_SECONDS = dataclasses.replace(POSITIVE_SECONDS, optional=True)
+
+#: Every numeric store option and its rule; S3Options checks them all, and
+#: LeaseLock checks the lease's three with the same rules.
+STORE_NUMBER_RULES: dict[str, NumberRule] = {
+    "max_cache_bytes": NumberRule(integer=True, minimum=1, unit="bytes"),
+    "max_object_size": NumberRule(integer=True, minimum=1, maximum=LARGEST_OBJECT, unit="bytes"),
+    "retry_max_attempts": NumberRule(integer=True, minimum=1),
+    "retry_base_delay": POSITIVE_SECONDS,
+    "request_timeout": POSITIVE_SECONDS,
+    "lease_duration": POSITIVE_SECONDS,
+    "lease_renewal": POSITIVE_SECONDS,
+    "lock_timeout": NumberRule(minimum=0, maximum=LONGEST_DURATION, optional=True, unit="seconds"),
+    "flush_interval": OPTIONAL_POSITIVE_SECONDS,
+    "deletion_grace": NumberRule(minimum=0, maximum=LONGEST_DURATION, unit="seconds"),
+}
+
+#: The other numeric options DB() takes (LevelDB's, and a follower's
+#: refresh_interval), for the native bridge to check the same way; None leaves
+#: LevelDB's default. LevelDB clips several into ranges of its own, as in plyvel;
+#: these bounds keep them inside their C types.
+DB_NUMBER_RULES: dict[str, NumberRule] = {
+    "write_buffer_size": NumberRule(integer=True, minimum=1, maximum=SIZE_T_MAX, optional=True, unit="bytes"),
+    "max_open_files": NumberRule(integer=True, minimum=1, maximum=C_INT_MAX, optional=True),
+    "lru_cache_size": NumberRule(integer=True, minimum=1, maximum=SIZE_T_MAX, optional=True, unit="bytes"),
+    "block_size": NumberRule(integer=True, minimum=1, maximum=SIZE_T_MAX, optional=True, unit="bytes"),
+    "block_restart_interval": NumberRule(integer=True, minimum=1, maximum=C_INT_MAX, optional=True),
+    "max_file_size": NumberRule(integer=True, minimum=1, maximum=SIZE_T_MAX, optional=True, unit="bytes"),
+    "bloom_filter_bits": NumberRule(integer=True, minimum=0, maximum=C_INT_MAX),
+    "refresh_interval": OPTIONAL_POSITIVE_SECONDS,
+}
+
+
+def check_lease_timing(lease_duration: Any, lease_renewal: Any, lock_timeout: Any) -> tuple[float, float, float | None]:
+    """The lease's three durations, checked (see STORE_NUMBER_RULES) and consistent."""
+    duration = STORE_NUMBER_RULES["lease_duration"].check("lease_duration", lease_duration)
+    renewal = STORE_NUMBER_RULES["lease_renewal"].check("lease_renewal", lease_renewal)
+    timeout = STORE_NUMBER_RULES["lock_timeout"].check("lock_timeout", lock_timeout)
+    if renewal >= duration:
+        raise ConfigurationError(f"lease_renewal ({renewal:g} s) must be shorter than lease_duration ({duration:g} s)")
+    return duration, renewal, timeout
 
 
 @dataclass
@@ -54,26 +182,9 @@ class StoreOptions:
     wrap_store: Any = None
 
     def __post_init__(self) -> None:
-        for name in ("max_cache_bytes", "max_object_size", "retry_max_attempts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.deletion_grace, bool) or not isinstance(self.deletion_grace, (int, float)) \
-                or self.deletion_grace < 0:
-            raise ConfigurationError(f"deletion_grace must be a number of seconds >= 0, got {self.deletion_grace!r}")
-        for name in ("retry_base_delay", "request_timeout", "lease_duration", "lease_renewal"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-        if self.lease_renewal >= self.lease_duration:
-            raise ConfigurationError("lease_renewal must be shorter than lease_duration")
-        if self.flush_interval is not None and (isinstance(self.flush_interval, bool) or
-                                                not isinstance(self.flush_interval, (int, float)) or
-                                                self.flush_interval <= 0):
-            raise ConfigurationError(f"flush_interval must be a positive number of seconds or None, "
-                                     f"got {self.flush_interval!r}")
-        if self.lock_timeout is not None and self.lock_timeout < 0:
-            raise ConfigurationError("lock_timeout must be >= 0 or None")
+        for name, rule in STORE_NUMBER_RULES.items():
+            setattr(self, name, rule.check(name, getattr(self, name)))
+        check_lease_timing(self.lease_duration, self.lease_renewal, self.lock_timeout)
         if self.cache_dir is not None:
             self.cache_dir = os.fspath(self.cache_dir)
 

@@ -1,0 +1,129 @@
+"""Cache directories that are shared, unusable or deleted under an open database
+(issue 14, items 5 and 7). Over the moto HTTP server.
+
+- Each open database owns exactly one directory; a writer's adoption of its cache_dir never
+  touches a follower's directory, even when the follower was given the same cache_dir.
+- A cache_dir that cannot be used raises levels3.IOError naming the path, not a bare OSError.
+- A cache directory deleted while the database is open: reads either fetch again or raise
+  levels3.IOError naming the local path (never "not found" about an object the store has);
+  close() raises levels3.IOError naming the path (or, if it raises nothing, has uploaded every
+  write), and it still releases the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+
+import pytest
+
+import levels3
+
+KEYS = 3000
+
+
+def _fill(db) -> dict[bytes, bytes]:
+    rng = random.Random(14)
+    expected = {b"k%05d" % i: rng.randbytes(100) for i in range(KEYS)}
+    for key, value in expected.items():
+        db.put(key, value)
+    db.compact_range()  # several tables, none of them read yet by anyone else
+    db.sync()
+    return expected
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14 item 5: a writer's cache adoption deletes a follower's cache")
+def test_writer_reopen_leaves_a_followers_cache_alone(location_factory, tmp_path):
+    location = location_factory("moto_server")
+    shared = str(tmp_path / "shared-cache")
+    writer = location.open(create_if_missing=True, cache_dir=shared, write_buffer_size=64 * 1024)
+    expected = _fill(writer)
+    follower = location.open(read_only=True, cache_dir=shared)
+    try:
+        assert follower.get(b"k00000") == expected[b"k00000"]  # one table fetched into its cache
+        writer.close()
+        writer = location.open(cache_dir=shared)  # adopts what it finds in its cache_dir
+        assert dict(follower) == expected  # every other table is fetched now, into the follower's cache
+    finally:
+        follower.close()
+        writer.close()
+
+
+def _unusable_cache_dirs(tmp_path) -> dict[str, str]:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    lock_is_a_dir = tmp_path / "lock-is-a-dir"
+    (lock_is_a_dir / ".levels3-cache.lock").mkdir(parents=True)
+    return {"is-a-file": str(a_file), "under-a-file": str(a_file / "cache"), "lock-is-a-dir": str(lock_is_a_dir)}
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14 item 7: an unusable cache_dir raises a builtins OSError")
+@pytest.mark.parametrize("case, read_only", [
+    ("is-a-file", False), ("under-a-file", False), ("lock-is-a-dir", False),
+    ("is-a-file", True), ("under-a-file", True),  # a follower makes its directory inside cache_dir
+])
+def test_unusable_cache_dir_raises_levels3_ioerror(location_factory, tmp_path, case, read_only):
+    location = location_factory("moto_server")
+    with location.open(create_if_missing=True):
+        pass
+    bad = _unusable_cache_dirs(tmp_path)[case]
+    with pytest.raises(levels3.IOError) as raised:
+        location.open(read_only=read_only, cache_dir=bad)
+    assert bad in str(raised.value) or os.path.dirname(bad) in str(raised.value)
+    with location.open(create_if_missing=True) as db:  # no lease was left behind
+        db.put(b"k", b"v")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_cache_dir_raises_levels3_ioerror(location_factory, tmp_path):
+    location = location_factory("moto_server")
+    read_only_dir = tmp_path / "read-only"
+    read_only_dir.mkdir(mode=0o500)
+    with pytest.raises(levels3.IOError, match=str(read_only_dir)):
+        location.open(create_if_missing=True, cache_dir=str(read_only_dir / "cache"))
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14 items 5, 7: a vanished cache is reported as a missing object")
+def test_reads_after_the_cache_directory_vanished(location_factory, tmp_path):
+    location = location_factory("moto_server")
+    with location.open(create_if_missing=True, write_buffer_size=64 * 1024) as db:
+        expected = _fill(db)
+    cache = str(tmp_path / "cache")
+    db = location.open(cache_dir=cache)
+    try:
+        shutil.rmtree(cache)  # an operator cleaning up /tmp, say
+        try:
+            assert dict(db) == expected  # fetched again: the cache is disposable
+        except levels3.Error as exc:
+            assert isinstance(exc, levels3.IOError), repr(exc)
+            assert cache in str(exc), str(exc)
+            assert "NotFound" not in str(exc) and location.url not in str(exc), str(exc)
+    finally:
+        try:
+            db.close()
+        except levels3.IOError:
+            pass
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14 item 7: close() raises FileNotFoundError after the cache vanished")
+def test_close_after_the_cache_directory_vanished(location_factory, tmp_path):
+    location = location_factory("moto_server")
+    cache = str(tmp_path / "cache")
+    db = location.open(create_if_missing=True, cache_dir=cache)
+    for i in range(20):
+        db.put(b"synced%02d" % i, b"v", sync=True)
+    db.put(b"unsynced", b"v")
+    shutil.rmtree(cache)
+    try:
+        db.close()
+    except levels3.IOError as exc:
+        assert cache in str(exc), str(exc)
+        closed_cleanly = False
+    else:
+        closed_cleanly = True
+    assert db.closed
+    with location.open() as reopened:  # at once: the lease was released
+        assert [reopened.get(b"synced%02d" % i) for i in range(20)] == [b"v"] * 20
+        if closed_cleanly:
+            assert reopened.get(b"unsynced") == b"v", "close() reported success but lost a write"
