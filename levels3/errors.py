@@ -73,4 +73,9 @@ class LockError(IOError):
 
 
 class LeaseLostError(IOError):
-    """This writer's lease was lost or taken over; it must not write any more."""
+    """This writer's lease was lost or taken over; it must not write any more.
+
+    The write that raised it may or may not be applied, as a write in flight when a
+    process crashes: an upload already sent may land before the successor lists the
+    store. The successor and every later open agree on the outcome.
+    """

@@ -22,6 +22,10 @@ from levels3.testing import FaultProxy, Rule
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 LEASE, RENEWAL = 1.0, 0.25
+# The successor's own lease in the zombie test: long enough to survive a slow open through a
+# faulty network on a loaded machine (a 1 s lease must renew within 0.67 s); taking over then
+# waits out this duration once.
+SUCCESSOR_LEASE = dict(lease_duration=3.0, lease_renewal=0.5)
 
 
 class Writer:
@@ -152,7 +156,7 @@ def test_zombie_writer_is_fenced(tmp_path, location_factory, request, writers, n
         acked_before_stop = list(a.acked)
         stopped_at = len(acked_before_stop)  # counted after the drain: acks already in the pipe are not A's later writes
 
-        b = levels3.DB(url, lease_duration=LEASE, lease_renewal=RENEWAL, lock_timeout=30, **options)
+        b = levels3.DB(url, **SUCCESSOR_LEASE, lock_timeout=30, **options)
         b.put(b"from-b", b"1", sync=True)
         os.kill(a.proc.pid, signal.SIGCONT)
         assert a.proc.wait(timeout=30) == 3  # A's next write raised LeaseLostError
@@ -197,8 +201,9 @@ def test_thirty_crashes_lose_no_synced_write(tmp_path, location_factory, request
         time.sleep(rng.uniform(0.0, 0.4))
         writer.kill()
         synced += writer.synced_keys()
-        with levels3.DB(url, cache_dir=str(tmp_path / f"cache{round_}"), lease_duration=LEASE,
-                        lease_renewal=RENEWAL, lock_timeout=30, **options) as db:
+        # A follower checks: it replays the dead writer's synced WAL segments without waiting
+        # for its lease; the next round's writer takes the lease over.
+        with levels3.DB(url, read_only=True, cache_dir=str(tmp_path / f"cache{round_}"), **options) as db:
             missing = [k for k in synced if db.get(k.encode()) != k.encode()[::-1] * 4]
             assert not missing, f"round {round_}: lost synced writes {missing[:5]}"
     assert len(synced) > rounds

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from ..errors import Error, ReadOnlyError, StaleVersionError
+from ..errors import Error, ObjectNotFound, ReadOnlyError, StaleVersionError
 from ..options import StoreOptions
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
@@ -48,9 +48,16 @@ class FollowerControl(EnvControl):
                 control.catalog = Catalog.from_checkpoint(data["files"])
                 control._write_local(CURRENT_NAME, data["current"].encode())
             else:
+                # CURRENT before the LIST: the MANIFEST it names was uploaded before it was
+                # committed and is kept for deletion_grace after it is replaced, so the LIST
+                # holds it. Read after the LIST, CURRENT may be a newer commit naming a
+                # MANIFEST the LIST has not seen (a writer reopening meanwhile).
+                try:
+                    current_body = store.get(CURRENT_NAME)
+                except ObjectNotFound:
+                    raise Error(f"{location.url} does not exist (no CURRENT): nothing to follow") from None
                 control.catalog = Catalog.load(store)
-                if control.catalog.get(CURRENT_NAME) is None:
-                    raise Error(f"{location.url} does not exist (no CURRENT): nothing to follow")
+                control._write_local(CURRENT_NAME, current_body)
             current = {r.name: r.fingerprint for r in control.catalog.records() if not r.local}
             if previous is not None:
                 cache.adopt_links(previous.cache, current)
