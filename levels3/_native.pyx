@@ -17,6 +17,7 @@ control path keeps it; the call whose Status reports it raises
 the C++ Env borrows it (as a void*) for exactly as long as the _Handle lives.
 """
 
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
@@ -112,6 +113,15 @@ def stop_callbacks():
 # The native handle: LevelDB + Env + owned C++ objects
 # ---------------------------------------------------------------------------
 
+# Not tracked by the garbage collector. The Env's callbacks borrow `control`, so it
+# must outlive LevelDB; a tracked handle that became garbage together with a cycle
+# (an exception's traceback holding a frame that held the handle) could have its
+# control cleared by the collector first, and freeing LevelDB then called into a
+# half-destroyed object (a segfault, seen in follower refreshes under faults).
+# Untracked, the handle's reference counts as external: its control is never
+# collected before it, and the handle goes when its last referrer does. Nothing it
+# references refers back to it, so it cannot be part of a cycle itself.
+@cython.no_gc
 cdef class _Handle:
     """Owns the C++ objects behind one open database and frees them in order."""
     # Declared in the order free() releases them: LevelDB's own objects first
@@ -575,6 +585,9 @@ cdef class WriteBatch:
 # Snapshots and prefixed views
 # ---------------------------------------------------------------------------
 
+# Keeps _h until __dealloc__ has released the LevelDB object: cleared first by the garbage
+# collector, the handle (and LevelDB) could go while it still pins a version.
+@cython.no_gc_clear
 cdef class Snapshot:
     """A consistent read-only view (plyvel.Snapshot)."""
     cdef NativeDB _db
@@ -714,6 +727,9 @@ cdef class PrefixedDB:
 # Iterators
 # ---------------------------------------------------------------------------
 
+# Keeps _h until __dealloc__ has released the LevelDB object: cleared first by the garbage
+# collector, the handle (and LevelDB) could go while it still pins a version.
+@cython.no_gc_clear
 cdef class _BaseIterator:
     cdef NativeDB _db
     cdef _Handle _h  # the LevelDB instance the iterator belongs to

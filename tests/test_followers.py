@@ -390,3 +390,35 @@ def test_a_failed_refresh_leaves_the_follower_working(tmp_path):
         assert follower.get(b"b") == b"2"
         follower.close()
     assert closes == [1]
+
+
+def test_a_refreshed_away_generation_freed_by_the_garbage_collector_closes_cleanly(tmp_path):
+    """A refreshed-away generation is freed when nothing reads it any more. Held only by
+    garbage in a reference cycle (an exception's traceback, here a list that holds itself),
+    it is freed by the collector; its control path must still be whole when LevelDB's
+    teardown calls back into it (it was not, and the process segfaulted)."""
+    from .processes import assert_clean_exit, run_python
+
+    result = run_python("""
+        import gc, os, sys
+        import levels3
+        url = sys.argv[1]
+        writer = levels3.DB(url, create_if_missing=True)
+        writer.put(b"k", b"0", sync=True)
+        follower = levels3.DB(url, read_only=True, cache_dir=sys.argv[2])
+        for round_ in range(20):
+            it = follower.iterator()            # holds the current generation
+            next(it)
+            cycle = [it]
+            cycle.append(cycle)                 # garbage only the collector frees
+            writer.put(b"k", b"%d" % (round_ + 1), sync=True)
+            follower.refresh()                  # the iterator's generation is retired
+            del it, cycle
+            gc.collect()
+            assert follower.get(b"k") == b"%d" % (round_ + 1)
+        print(len(os.listdir(sys.argv[2])))  # generations' caches left
+        follower.close()
+        writer.close()
+    """, str(tmp_path / "db"), str(tmp_path / "follower-cache"))
+    assert_clean_exit(result)
+    assert int(result.stdout.strip()) == 1  # only the current one: every retired generation was closed
