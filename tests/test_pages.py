@@ -481,7 +481,7 @@ def test_a_bad_cache_page_size_is_a_value_error(tmp_path, bad):
 
 @pytest.mark.parametrize("bad", [True, "65536", 65536.0, None])
 def test_a_cache_page_size_of_another_type_is_a_type_error(tmp_path, bad):
-    with pytest.raises(TypeError, match="cache_page_size"):
+    with pytest.raises(TypeError, match="cache_page_size must be an int"):
         levels3.DB(str(tmp_path / "db"), create_if_missing=True, cache_page_size=bad)
 
 
