@@ -203,7 +203,7 @@ class PageCache {
  public:
   static constexpr uint64_t kDefaultTail = 64 * 1024;
   static constexpr int kFetchThreads = 4;
-  static constexpr uint32_t kReadaheadRunPages = 4;
+  static constexpr uint32_t kReadaheadRunPages = 16;
   static constexpr uint32_t kMaxReadaheadPages = 32;
 
   // Reads and deletes `directory`/INDEX, keeps the files it lists, deletes the rest.
