@@ -3,12 +3,15 @@
 // table (`cb_`) and so must not outlive the Env.
 #include "object_env.h"
 
+#include "paged_env.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -123,8 +126,9 @@ class CachedRandomAccessFile final : public leveldb::RandomAccessFile, private P
 // only the new tail of a log, nothing for a temp file).
 class CachedWritableFile final : public leveldb::WritableFile {
  public:
-  CachedWritableFile(const BackendCallbacks& cb, std::string name, int fd)
-      : cb_(cb), name_(std::move(name)), fd_(fd) {}
+  CachedWritableFile(const BackendCallbacks& cb, std::string name, int fd, PagedTables* paged,
+                     std::string local_path)
+      : cb_(cb), name_(std::move(name)), fd_(fd), paged_(paged), local_path_(std::move(local_path)) {}
 
   // LevelDB never closes its WAL and MANIFEST: it deletes them. Their unsynced
   // tail must still reach the store.
@@ -174,7 +178,9 @@ class CachedWritableFile final : public leveldb::WritableFile {
     if (::close(fd_) != 0 && s.ok()) s = PosixError(name_, errno);
     fd_ = -1;
     if (!s.ok()) return s;
-    return Persist(true);
+    s = Persist(true);
+    if (s.ok() && paged_ != nullptr) paged_->Written(name_, local_path_);
+    return s;
   }
 
  private:
@@ -194,6 +200,7 @@ class CachedWritableFile final : public leveldb::WritableFile {
   }
 
   Status WriteAll(const char* p, size_t n) {
+    if (paged_ != nullptr) paged_->Growing(name_, n);  // room first: the bound covers whole files
     while (n > 0) {
       ssize_t done = ::write(fd_, p, n);
       if (done < 0) {
@@ -209,6 +216,8 @@ class CachedWritableFile final : public leveldb::WritableFile {
   const BackendCallbacks& cb_;
   const std::string name_;
   int fd_;
+  PagedTables* const paged_;  // null: no page cache
+  const std::string local_path_;
   uint64_t size_ = 0;
   size_t buffered_ = 0;
   char buffer_[kBufferSize];
@@ -242,8 +251,10 @@ class BackendLogger final : public leveldb::Logger {
 class ObjectEnv final : public leveldb::EnvWrapper {
  public:
   // `dbname` is the local cache directory LevelDB is opened on.
-  ObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks)
-      : leveldb::EnvWrapper(leveldb::Env::Default()), dbname_(dbname), callbacks_(callbacks) {}
+  ObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks, std::shared_ptr<PageCache> pages)
+      : leveldb::EnvWrapper(leveldb::Env::Default()), dbname_(dbname), callbacks_(callbacks) {
+    if (pages != nullptr) paged_.reset(new PagedTables(std::move(pages), callbacks_));
+  }
 
   Status NewSequentialFile(const std::string& fname, leveldb::SequentialFile** result) override;
   Status NewRandomAccessFile(const std::string& fname, leveldb::RandomAccessFile** result) override;
@@ -269,6 +280,7 @@ class ObjectEnv final : public leveldb::EnvWrapper {
 
   const std::string dbname_;
   const BackendCallbacks callbacks_;  // file and logger objects hold references to it
+  std::unique_ptr<PagedTables> paged_;  // null: tables are read whole
 };
 
 }  // namespace
@@ -287,7 +299,12 @@ Status StatusFromCallback(int result, const std::string& context, const std::str
 }
 
 Env* NewObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks) {
-  return new ObjectEnv(dbname, callbacks);
+  return new ObjectEnv(dbname, callbacks, nullptr);
+}
+
+Env* NewObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks,
+                  std::shared_ptr<PageCache> pages) {
+  return new ObjectEnv(dbname, callbacks, std::move(pages));
 }
 
 Status ObjectEnv::Relative(const std::string& path, std::string* name) const {
@@ -305,13 +322,25 @@ Status ObjectEnv::OpenPinned(const std::string& fname, std::string* name, int* f
   if (!s.ok()) return s;
   std::string local, error;
   if (BackendGone(&error)) return Status::IOError(fname, error);
+  uint64_t counted = 0, expected = 0;
+  if (paged_ != nullptr && callbacks_.size(callbacks_.backend, *name, &expected, &error) == kOk) {
+    counted = paged_->Holding(*name, expected);  // room before a fetch brings it in
+  }
   int r = callbacks_.open_read(callbacks_.backend, *name, &local, &error);
-  if (r != kOk) return StatusFromCallback(r, *name, error);
+  if (r != kOk) {
+    if (paged_ != nullptr) paged_->Restore(*name, counted);
+    return StatusFromCallback(r, *name, error);
+  }
   *fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC);
   if (*fd < 0) {
     int err = errno;
     callbacks_.release_read(callbacks_.backend, *name);
+    if (paged_ != nullptr) paged_->Restore(*name, counted);
     return PosixError(local, err);
+  }
+  struct stat st;
+  if (paged_ != nullptr && ::fstat(*fd, &st) == 0) {
+    paged_->Restore(*name, std::max<uint64_t>(counted, static_cast<uint64_t>(st.st_size)));
   }
   return Status::OK();
 }
@@ -329,6 +358,10 @@ Status ObjectEnv::NewRandomAccessFile(const std::string& fname,
                                       leveldb::RandomAccessFile** result) {
   *result = nullptr;
   std::string name;
+  if (paged_ != nullptr && Relative(fname, &name).ok()) {
+    Status s = paged_->OpenTable(name, result);
+    if (!s.ok() || *result != nullptr) return s;
+  }
   int fd = -1;
   Status s = OpenPinned(fname, &name, &fd);
   if (s.ok()) *result = new CachedRandomAccessFile(callbacks_, name, fd);
@@ -346,7 +379,8 @@ Status ObjectEnv::NewWritableFile(const std::string& fname, leveldb::WritableFil
   if (r != kOk) return StatusFromCallback(r, name, error);
   int fd = ::open(local.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return PosixError(local, errno);
-  *result = new CachedWritableFile(callbacks_, name, fd);
+  if (paged_ != nullptr) paged_->Restore(name, 0);  // truncated: a new file from zero
+  *result = new CachedWritableFile(callbacks_, name, fd, paged_.get(), local);
   return Status::OK();
 }
 
@@ -381,7 +415,10 @@ Status ObjectEnv::RemoveFile(const std::string& fname) {
   if (!s.ok()) return s;
   std::string error;
   if (BackendGone(&error)) return Status::IOError(fname, error);
-  return StatusFromCallback(callbacks_.remove(callbacks_.backend, name, &error), name, error);
+  if (paged_ != nullptr) paged_->Removing(name);
+  s = StatusFromCallback(callbacks_.remove(callbacks_.backend, name, &error), name, error);
+  if (s.ok() && paged_ != nullptr) paged_->Removed(name);
+  return s;
 }
 
 // Directories exist only in the local cache; the store has flat keys.
@@ -412,7 +449,9 @@ Status ObjectEnv::RenameFile(const std::string& src, const std::string& target) 
   if (!s.ok()) return s;
   std::string error;
   if (BackendGone(&error)) return Status::IOError(src, error);
-  return StatusFromCallback(callbacks_.rename(callbacks_.backend, from, to, &error), from, error);
+  s = StatusFromCallback(callbacks_.rename(callbacks_.backend, from, to, &error), from, error);
+  if (s.ok() && paged_ != nullptr) paged_->Renamed(from, to);
+  return s;
 }
 
 Status ObjectEnv::LockFile(const std::string& fname, leveldb::FileLock** lock) {

@@ -27,6 +27,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,14 @@ struct BackendCallbacks {
   int (*unlock)(void* backend, std::string* error);
   // One line of LevelDB's info log.
   void (*log)(void* backend, const char* line, size_t length);
+  // Paged tables (paged_env.h). kOk with the table's size, fingerprint and object key if
+  // it is read in pages, kNotFound if it is read whole. `adopting`: the page cache takes
+  // over the local file LevelDB just wrote, and the control path must let go of it.
+  int (*describe_table)(void* backend, const std::string& name, int adopting, uint64_t* size,
+                        std::string* fingerprint, std::string* object, std::string* error);
+  // Exactly `length` bytes of table `name` from `offset` into `buffer`: one ranged GET.
+  int (*fetch_range)(void* backend, const std::string& name, uint64_t offset, uint64_t length,
+                     char* buffer, std::string* error);
 };
 
 // Set once the interpreter is shutting down: callbacks must not ask for the
@@ -75,6 +84,14 @@ extern std::atomic<bool> g_interpreter_exiting;
 // A new Env for a database opened on the local directory `dbname`; the caller
 // owns it and deletes it after the DB (or DestroyDB/RepairDB) that used it.
 leveldb::Env* NewObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks);
+
+class PageCache;
+
+// The same, reading tables in pages from `pages` (page_cache.h, paged_env.h): the
+// Env shares the page cache (a follower's generations use one) and charges every
+// whole file it keeps on local disk to its bound.
+leveldb::Env* NewObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks,
+                           std::shared_ptr<PageCache> pages);
 
 // The Status for a callback's result; `context` names the file.
 leveldb::Status StatusFromCallback(int result, const std::string& context, const std::string& error);

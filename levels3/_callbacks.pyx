@@ -12,8 +12,10 @@ path object is borrowed here; the bridge's _Handle owns it. May call the
 control path and levels3.errors only.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
 from libc.stdio cimport fflush, fprintf, stderr
+from libc.string cimport memcpy
 from libc.stdlib cimport abort
 from libcpp.string cimport string
 from libcpp.vector cimport vector
@@ -135,6 +137,36 @@ cdef void _cb_log(void* control, const char* line, size_t length) noexcept with 
         pass
 
 
+cdef int _cb_describe_table(void* control, const string& name, int adopting, uint64_t* size,
+                            string* fingerprint, string* object_key, string* error) noexcept with gil:
+    # The page cache (csrc/paged_env.h) asks whether a table is read in pages.
+    try:
+        described = (<object>control).pages.describe(name.decode(), bool(adopting))
+        if described is None:
+            return ldb.kNotFound  # read whole
+        table_size, table_fingerprint, key = described
+        size[0] = table_size
+        fingerprint[0] = table_fingerprint.encode()
+        object_key[0] = key.encode()
+        return ldb.kOk
+    except BaseException as exc:
+        code = _failure(<object>control, exc, error)
+        return ldb.kIOError if code == ldb.kNotFound else code  # NotFound means "read it whole"
+
+
+cdef int _cb_fetch_range(void* control, const string& name, uint64_t offset, uint64_t length,
+                         char* buffer, string* error) noexcept with gil:
+    # A page cache miss: one ranged GET, copied into the C++ buffer.
+    try:
+        data = (<object>control).pages.fetch(name.decode(), offset, length)
+        if type(data) is not bytes or <uint64_t>PyBytes_GET_SIZE(data) != length:
+            raise CorruptionError(f"{name.decode()}: a fetch of {length} bytes returned {len(data)}")
+        memcpy(buffer, PyBytes_AS_STRING(data), length)
+        return ldb.kOk
+    except BaseException as exc:
+        return _failure(<object>control, exc, error)
+
+
 cdef ldb.BackendCallbacks make_callbacks(object control) noexcept:
     cdef ldb.BackendCallbacks cb
     cb.backend = <void*>control  # borrowed: the _Handle holding the Env owns the reference
@@ -149,6 +181,8 @@ cdef ldb.BackendCallbacks make_callbacks(object control) noexcept:
     cb.lock = _cb_lock
     cb.unlock = _cb_unlock
     cb.log = _cb_log
+    cb.describe_table = _cb_describe_table
+    cb.fetch_range = _cb_fetch_range
     return cb
 
 

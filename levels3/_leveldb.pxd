@@ -141,6 +141,8 @@ cdef extern from "object_env.h" namespace "levels3" nogil:
         int (*lock)(void*, string*) noexcept
         int (*unlock)(void*, string*) noexcept
         void (*log)(void*, const char*, size_t) noexcept
+        int (*describe_table)(void*, const string&, int, uint64_t*, string*, string*, string*) noexcept
+        int (*fetch_range)(void*, const string&, uint64_t, uint64_t, char*, string*) noexcept
 
     Env* NewObjectEnv(const string& dbname, const BackendCallbacks& callbacks)
 

@@ -103,6 +103,9 @@ cdef bytes successor(bytes prefix):
     return None
 
 
+include "_pages.pxi"
+
+
 def stop_callbacks():
     """From now on the Env calls no Python (the interpreter is finalising: a LevelDB
     thread asking for the GIL would be killed and hang the process)."""
@@ -144,8 +147,6 @@ cdef class _Handle:
     cdef int configure(self, ldb.Options* opts, object control, object config) except -1:
         """Fill ``opts`` from a validated levels3.leveldb_options.LevelDBOptions."""
         self.control = control
-        self.env.reset(ldb.NewObjectEnv(control.local_dir.encode(), make_callbacks(control)))
-        opts.env = self.env.get()
         opts.reuse_logs = False
         opts.create_if_missing = config.create_if_missing
         opts.error_if_exists = config.error_if_exists
@@ -174,6 +175,8 @@ cdef class _Handle:
                 config.comparator_name, <void*>self.comparator_fn, compare_keys))
             self.order = self.comparator.get()
             opts.comparator = self.order
+        self.env.reset(new_env(control, opts[0]))  # last: a paged Env sizes its reserve from opts
+        opts.env = self.env.get()
         return 0
 
     cdef void free(self) noexcept nogil:

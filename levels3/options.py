@@ -110,6 +110,7 @@ OPTIONAL_POSITIVE_SECONDS = dataclasses.replace(POSITIVE_SECONDS, optional=True)
 #: LeaseLock checks the lease's three with the same rules.
 STORE_NUMBER_RULES: dict[str, NumberRule] = {
     "max_cache_bytes": NumberRule(integer=True, minimum=1, unit="bytes"),
+    "cache_page_size": NumberRule(integer=True, minimum=4096, maximum=64 * MiB, unit="bytes"),  # and a power of two
     "max_object_size": NumberRule(integer=True, minimum=1, maximum=LARGEST_OBJECT, unit="bytes"),
     "retry_max_attempts": NumberRule(integer=True, minimum=1),
     "retry_base_delay": POSITIVE_SECONDS,
@@ -163,6 +164,7 @@ class StoreOptions:
     path_style: bool = False
     cache_dir: str | None = None  # None: a private temporary directory removed on close
     max_cache_bytes: int = 1024 * MiB
+    cache_page_size: int = 64 * 1024  # tables are cached (and fetched) in pages of this size
     max_object_size: int = 64 * MiB  # the largest object stored or fetched (not LevelDB's max_file_size)
     retry_max_attempts: int = 3
     retry_base_delay: float = 0.1
@@ -184,6 +186,8 @@ class StoreOptions:
     def __post_init__(self) -> None:
         for name, rule in STORE_NUMBER_RULES.items():
             setattr(self, name, rule.check(name, getattr(self, name)))
+        if self.cache_page_size & (self.cache_page_size - 1):
+            raise ConfigurationError(f"cache_page_size must be a power of two, got {self.cache_page_size}")
         check_lease_timing(self.lease_duration, self.lease_renewal, self.lock_timeout)
         if self.cache_dir is not None:
             self.cache_dir = os.fspath(self.cache_dir)

@@ -25,6 +25,7 @@ NOT_FINITE = [NAN, INF, -INF]
 
 BAD_NUMBERS = {  # option: values of the right type outside its range
     "max_cache_bytes": [0, -1],
+    "cache_page_size": [0, 2048, 6000, 128 << 20],  # also a power of two: tests/test_pages.py
     "max_object_size": [0, -5, 5 * 1024**3 + 1],
     "retry_max_attempts": [0, -1],
     "retry_base_delay": [0, -0.1, 1e300],
@@ -38,6 +39,7 @@ BAD_NUMBERS = {  # option: values of the right type outside its range
 
 WRONG_TYPES = {  # option: values of the wrong type
     "max_cache_bytes": ["1G", 1.5e9, True],
+    "cache_page_size": ["64k", 65536.0, True],
     "max_object_size": [1024.0, None],
     "retry_max_attempts": [3.0, "3"],
     "retry_base_delay": ["0.1", True, None],

@@ -10,8 +10,10 @@ disposable: everything durable is in the store. Rules:
   fingerprint it recorded at a clean close matches what the store holds now;
 - one live process per directory (an exclusive ``flock``).
 
-Owns the files on local disk and their pins; knows nothing of the store (the
-control path fetches and uploads). Imports only levels3.errors.
+Owns the files on local disk and their pins, except tables once they are read
+in pages (PAGES_DIR holds those; the page cache validates them itself); knows
+nothing of the store (the control path fetches and uploads). Imports only
+levels3.errors and the name of the page directory.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..errors import Error
+from .pages import PAGES_DIR
 
 log = logging.getLogger("levels3.cache")
 
@@ -98,7 +101,10 @@ class LocalCache:
         """Keep files from an earlier run whose fingerprint matches ``current``
         (name -> fingerprint of what the store holds); delete everything else."""
         kept = 0
+        pages = os.path.join(self.directory, PAGES_DIR)
         for root, dirs, files in os.walk(self.directory, topdown=False):
+            if root == pages or root.startswith(pages + os.sep):
+                continue  # the page cache validates its own files
             for filename in files:
                 path = os.path.join(root, filename)
                 name = os.path.relpath(path, self.directory)
@@ -116,6 +122,8 @@ class LocalCache:
                 else:
                     os.unlink(path)
             for d in dirs:
+                if os.path.join(root, d) == pages:
+                    continue
                 try:
                     os.rmdir(os.path.join(root, d))
                 except OSError:
@@ -270,6 +278,12 @@ class LocalCache:
             entry = self._entries.get(name)
             if entry is not None:
                 entry.fingerprint = fingerprint
+
+    def hand_over(self, name: str) -> None:
+        """The page cache takes this file over (engine/pages.py): forget it, keep it on disk."""
+        with self._lock:
+            if name in self._entries:
+                self._forget(name)
 
     def discard(self, name: str) -> None:
         """The file is gone from the database: delete now, or on the last release."""

@@ -37,6 +37,7 @@ from ..stores.counting import CountingStore
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
 from .layout import CURRENT_NAME, FileKind, kind_of
+from .pages import PagedTables
 
 log = logging.getLogger("levels3.backend")
 
@@ -113,6 +114,8 @@ class EnvControl:
     lease: LeaseLock | None = None
     #: The checkpoint a follower shows, if any.
     checkpoint: str | None = None
+    #: Tables read in pages (engine/pages.py); set by the subclass's open.
+    pages: PagedTables | None = None
 
     def __init__(self, location: Location, options: StoreOptions, store: ObjectStore, counters: CountingStore,
                  cache: LocalCache) -> None:
@@ -164,6 +167,8 @@ class EnvControl:
         try:
             self._finish()
         finally:
+            if self.pages is not None and self._owns_store():  # the page cache goes with the store
+                self.pages.store.close()
             self.cache.close()
             if self._owns_store():
                 self.store.close()
@@ -184,6 +189,8 @@ class EnvControl:
             cache_evictions=self.cache.evictions,
             lease_puts=self.lease.writes if self.lease is not None else 0,
         )
+        if self.pages is not None:
+            counters.update(self.pages.stats())
         return counters
 
     # -- Env callbacks -------------------------------------------------------------

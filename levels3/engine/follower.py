@@ -21,6 +21,7 @@ from .checkpoints import read_checkpoint
 from .control import EnvControl, connect
 from .layout import CURRENT_NAME, FileKind, kind_of
 from .manifest import ManifestError, parse_manifest
+from .pages import PagedTables, PageStore
 
 log = logging.getLogger("levels3.backend")
 
@@ -39,9 +40,14 @@ class FollowerControl(EnvControl):
         else:
             location, opts, store, counters = connect(name, options, overrides, create=False)
         cache: LocalCache | None = None
+        pages: PageStore | None = None
         try:
             cache = LocalCache(None, opts.max_cache_bytes, parent=opts.cache_dir)
             control = cls(location, opts, store, counters, cache)
+            # One page cache (one bound) for every generation: a refresh passes it on with the store.
+            pages = previous.pages.store if previous is not None and previous.pages is not None else \
+                PageStore.private(opts.cache_dir, opts.max_cache_bytes, opts.cache_page_size)
+            control.pages = PagedTables(control, pages)
             if checkpoint is not None:
                 data = read_checkpoint(store, checkpoint)
                 control.checkpoint = checkpoint
@@ -66,6 +72,8 @@ class FollowerControl(EnvControl):
                      f" at checkpoint {checkpoint!r}" if checkpoint else "", cache.directory)
             return control
         except BaseException:
+            if pages is not None and previous is None:
+                pages.close()
             if cache is not None:
                 cache.close()
             if previous is None:

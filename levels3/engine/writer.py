@@ -29,6 +29,7 @@ from .checkpoints import checkpoint_key, needed_keys, read_checkpoint, write_che
 from .commit import claim_epoch, commit_current
 from .control import EnvControl, connect
 from .layout import CURRENT_NAME, FileKind, kind_of, object_key
+from .pages import PagedTables, PageStore
 from .reaper import Reaper
 from .segments import MERGED_SEGMENT_GRACE, plan_segment_upload, seal_plan
 
@@ -58,6 +59,7 @@ class WriterControl(EnvControl):
         location, opts, store, counters = connect(name, options, overrides, create=create_if_missing)
         cache: LocalCache | None = None
         lease: LeaseLock | None = None
+        pages: PageStore | None = None
         try:
             ensure_conditional_writes(store, location, opts)
             lease = database_lease(store, opts)
@@ -75,9 +77,14 @@ class WriterControl(EnvControl):
             control._retire(control.catalog.garbage, dropped_ago=control._time_since_last_upload())
             control.catalog.garbage = []
             cache.adopt({r.name: r.fingerprint for r in control.catalog.records()})
+            pages = PageStore.in_cache(cache, opts.max_cache_bytes, opts.cache_page_size)
+            pages.retain(control.catalog)
+            control.pages = PagedTables(control, pages)
             log.info("opened %s as writer epoch %d (cache %s)", location.url, control.epoch, cache.directory)
             return control
         except BaseException:
+            if pages is not None:
+                pages.close()
             if cache is not None:
                 cache.close()
             if lease is not None:

@@ -1,0 +1,587 @@
+"""Tables read in pages (issue 16): ranged GETs, single flight, the strict cache bound,
+restart reuse, and the errors of a short read, a full disk and a bad page size."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any, Iterator, Sequence
+
+import pytest
+
+import levels3
+from levels3.stores import LocalDirStore
+from levels3.stores.base import ObjectInfo, ObjectStore
+
+PAGE = 4096
+
+
+class RecordingStore(ObjectStore):
+    """Delegates to the bare store and records every GET of a table object as
+    (key, start, end, object size); optionally slows those GETs down or cuts them short."""
+
+    def __init__(self, inner: ObjectStore, *, delay: float = 0.0, short_by: int = 0) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.ambiguous_failures = inner.ambiguous_failures
+        self.delay = delay
+        self.short_by = short_by
+        self.gets: list[tuple[str, int, int]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        if not key.endswith((".ldb", ".sst")):
+            return self.inner.get(key, start, end)
+        with self._lock:
+            self.gets.append((key, start, -1 if end is None else end))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            data = self.inner.get(key, start, end)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        return data[:len(data) - self.short_by] if self.short_by else data
+
+    def head(self, key: str) -> ObjectInfo:
+        return self.inner.head(key)
+
+    def put(self, key: str, data: bytes, **conditions: Any) -> str:
+        return self.inner.put(key, data, **conditions)
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        self.inner.delete(key, if_match=if_match)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        self.inner.delete_many(keys)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def recorded(**kwargs) -> tuple[list[RecordingStore], dict]:
+    holder: list[RecordingStore] = []
+
+    def wrap(store: ObjectStore) -> ObjectStore:
+        holder.append(RecordingStore(store, **kwargs))
+        return holder[-1]
+
+    return holder, {"wrap_store": wrap}
+
+
+def key(i: int) -> bytes:
+    return b"key-%08d" % i
+
+
+def value(i: int, size: int = 100) -> bytes:
+    return (b"%08d" % i) * (size // 8) + b"v" * (size % 8)
+
+
+def fill(url: str, n: int, *, size: int = 100, **options) -> None:
+    """n keys written in tables of the store (small write buffers: they leave the memtable)."""
+    options.setdefault("write_buffer_size", 256 * 1024)
+    with levels3.DB(url, create_if_missing=True, compression=None, **options) as db:
+        for i in range(n):
+            db.put(key(i), value(i, size))
+
+
+def disk_bytes(path: str) -> int:
+    """Blocks allocated under path (a page file's holes count for nothing); a file renamed
+    while the walk runs (a new table becoming a page file) is counted once."""
+    total, seen = 0, set()
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(root, f))
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+def table_sizes(db: levels3.DB) -> dict[str, int]:
+    return {r.objects[0].key: r.size for r in db._control.catalog.records()
+            if r.name.endswith(".ldb") and len(r.objects) == 1}
+
+
+# -- misses -----------------------------------------------------------------------------
+
+
+def test_a_miss_fetches_the_aligned_pages(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 20_000)
+    stores, wrap = recorded()
+    with levels3.DB(url, cache_page_size=PAGE, **wrap) as db:
+        rng = random.Random(1)
+        for i in rng.sample(range(20_000), 200):
+            assert db.get(key(i)) == value(i)
+        sizes = table_sizes(db)
+    gets = stores[0].gets
+    assert len(gets) > 10
+    for obj, start, end in gets:
+        assert start % PAGE == 0, (obj, start, end)
+        assert end % PAGE == 0 or end == sizes[obj], (obj, start, end)
+        assert end - start < sizes[obj] or sizes[obj] <= 64 * 1024, "a whole table was fetched"
+
+
+def test_adjacent_missing_pages_of_one_read_are_one_request(tmp_path):
+    # 16 KiB blocks of 1000-byte values: one block read spans at least four 4 KiB pages.
+    url = str(tmp_path / "db")
+    fill(url, 6000, size=1000, block_size=16 * 1024, write_buffer_size=1 << 20)
+    stores, wrap = recorded()
+    with levels3.DB(url, cache_page_size=PAGE, lru_cache_size=1024, **wrap) as db:
+        sizes = table_sizes(db)
+        assert db.get(key(0)) == value(0, 1000)  # the first block of a table, far from its tail
+    data = [(o, s, e) for o, s, e in stores[0].gets if e != sizes[o]]  # not the table's tail
+    assert len(data) == 1, data
+    _obj, start, end = data[0]
+    assert start == 0 and end >= 16 * 1024
+
+
+def test_concurrent_misses_on_one_page_are_single_flight(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 20_000)
+    stores, wrap = recorded()
+    with levels3.DB(url, cache_page_size=PAGE, lru_cache_size=1024, **wrap) as db:
+        assert db.get(key(0)) == value(0)  # opens the table holding key 0: its tail is local now
+        store = stores[0]
+        store.delay = 0.3
+        before = len(store.gets)
+        barrier = threading.Barrier(8)
+        results = []
+
+        def reader():
+            barrier.wait()
+            results.append(db.get(key(300)))
+
+        threads = [threading.Thread(target=reader) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == [value(300)] * 8
+        new = store.gets[before:]
+    assert len(new) == 1, new  # eight readers of one missing page: one GET
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def table_tail_start(url: str, obj: str, size: int) -> int:
+    """Where the metaindex or index block starts (from the table's footer, read straight from the store)."""
+    footer = LocalDirStore(url, create=False).get(obj, size - 48, size)
+    meta, pos = _varint(footer, 0)
+    _meta_size, pos = _varint(footer, pos)
+    index, _pos = _varint(footer, pos)
+    return min(meta, index)
+
+
+def opening_requests(gets: list[tuple[str, int, int]], tails: dict[str, int]) -> dict[str, int]:
+    """Per table, the GETs that fetched part of its tail (index, metaindex, filter, footer)."""
+    counts: dict[str, int] = {}
+    for obj, _start, end in gets:
+        if end > tails[obj]:
+            counts[obj] = counts.get(obj, 0) + 1
+    return counts
+
+
+def test_opening_a_table_costs_one_request(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 40_000, bloom_filter_bits=10)
+    stores, wrap = recorded()
+    with levels3.DB(url, cache_page_size=PAGE, bloom_filter_bits=10, **wrap) as db:
+        rng = random.Random(8)
+        for i in rng.sample(range(40_000), 300):
+            assert db.get(key(i)) == value(i)
+        tails = {obj: table_tail_start(url, obj, size) for obj, size in table_sizes(db).items()}
+    opened = opening_requests(stores[0].gets, tails)
+    assert len(opened) >= 10
+    assert set(opened.values()) == {1}, opened
+
+
+def test_a_larger_index_costs_one_more_request_and_teaches_the_tail(tmp_path):
+    # 512-byte blocks of 1000-byte values: an index entry per value, an index far above
+    # the 64 KiB a first table open fetches.
+    url = str(tmp_path / "db")
+    with levels3.DB(url, create_if_missing=True, compression=None, block_size=512, write_buffer_size=1 << 20,
+                    max_file_size=8 << 20) as db:
+        for i in random.Random(10).sample(range(16_000), 16_000):  # in random order: compaction merges
+            db.put(key(i), value(i, 1000))
+        db.compact_range()  # into 8 MiB tables
+    stores, wrap = recorded()
+    with levels3.DB(url, cache_page_size=PAGE, **wrap) as db:
+        sizes = table_sizes(db)
+        tails = {obj: table_tail_start(url, obj, size) for obj, size in sizes.items()}
+        assert len(sizes) >= 2 and all(size - tails[obj] > 100_000 for obj, size in sizes.items())
+        for i in random.Random(9).sample(range(16_000), 100):
+            assert db.get(key(i)) == value(i, 1000)
+    first_opened = stores[0].gets[0][0]
+    opened = opening_requests(stores[0].gets, tails)
+    assert opened.pop(first_opened) == 2  # the default tail, then the rest of the index
+    assert opened and set(opened.values()) == {1}, opened  # later tables: the learned tail
+
+
+# -- the bound -------------------------------------------------------------------------------
+
+
+def test_bound_holds_with_every_table_open(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 60_000, size=150, write_buffer_size=64 * 1024, max_file_size=64 * 1024)
+    limit, slack = 256 * 1024, 16 * PAGE
+    cache_dir = str(tmp_path / "cache")
+    peaks = []
+    with levels3.DB(url, cache_dir=cache_dir, max_cache_bytes=limit, cache_page_size=PAGE,
+                    max_open_files=5000, lru_cache_size=8 * 1024) as db:
+        tables = len(table_sizes(db))
+        assert tables > 100  # far more than the bound can hold, all of them kept open by LevelDB
+        assert sum(table_sizes(db).values()) > 20 * limit
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peaks.append(disk_bytes(cache_dir))
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            rng = random.Random(1)
+            for _ in range(3000):
+                i = rng.randrange(60_000)
+                assert db.get(key(i)) == value(i, 150)
+        finally:
+            stop.set()
+            sampler.join()
+        stats = db.stats()
+    assert len(peaks) > 50
+    assert max(peaks) <= limit + slack, max(peaks)
+    assert stats["cache_peak_bytes"] <= limit + slack
+    assert stats["page_evictions"] > 0
+
+
+def test_evicted_pages_read_back_the_same_bytes(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 30_000)
+    with levels3.DB(url, max_cache_bytes=64 * 1024, cache_page_size=PAGE, lru_cache_size=1024) as db:
+        order = list(range(30_000))
+        for round_ in range(2):
+            random.Random(round_).shuffle(order)
+            for i in order[:3000]:
+                assert db.get(key(i)) == value(i)
+        assert [v for _k, v in db.iterator()] == [value(i) for i in range(30_000)]
+        stats = db.stats()
+    assert stats["page_evictions"] > 1000
+    assert stats["page_requests"]["data"] + stats["page_requests"]["readahead"] > 1000
+
+
+def test_pages_without_hole_punching_still_hold_the_bound(tmp_path):
+    """Where punching holes is not supported, whole page files are truncated instead."""
+    url = str(tmp_path / "db")
+    fill(url, 30_000, write_buffer_size=64 * 1024, max_file_size=64 * 1024)
+    cache_dir = str(tmp_path / "cache")
+    limit = 128 * 1024
+    with levels3.DB(url, cache_dir=cache_dir, max_cache_bytes=limit, cache_page_size=PAGE,
+                    lru_cache_size=1024) as db:
+        db._control.pages.native._disable_hole_punching()
+        rng = random.Random(2)
+        worst = 0
+        for step in range(2000):
+            i = rng.randrange(30_000)
+            assert db.get(key(i)) == value(i)
+            if step % 20 == 0:
+                worst = max(worst, disk_bytes(cache_dir))
+        stats = db.stats()
+    assert worst <= limit + 16 * PAGE
+    assert stats["page_evictions"] > 0
+
+
+def test_warm_reads_never_call_back_into_python(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 20_000)  # about 2 MB in a dozen tables
+    # Everything fits in 5 MiB, but zero-copy reading of whole files may take only half of
+    # what whole files (write buffers, a compaction output, the MANIFEST) leave: warm
+    # reads take both paths (mapped, and copied out of pages).
+    limit, whole_files = 5 << 20, 3 * (64 << 10) + (1 << 20) + (1 << 20)
+    with levels3.DB(url, cache_page_size=PAGE, max_cache_bytes=limit, write_buffer_size=64 << 10,
+                    lru_cache_size=1024) as db:
+        assert 1.5 * (1 << 20) < sum(table_sizes(db).values()) < 2.5 * (1 << 20)
+        for i in range(20_000):
+            db.get(key(i))
+        pages = db._control.pages
+        calls = []
+
+        class Counting:
+            native = pages.native
+            stats = pages.stats
+
+            def describe(self, *args):
+                calls.append("describe")
+                return pages.describe(*args)
+
+            def fetch(self, *args):
+                calls.append("fetch")
+                return pages.fetch(*args)
+
+        db._control.pages = Counting()
+        try:
+            before = db.stats()
+            for i in random.Random(3).sample(range(20_000), 5000):
+                assert db.get(key(i)) == value(i)
+            after = db.stats()
+        finally:
+            db._control.pages = pages
+    assert calls == []
+    assert after["requests"]["get"] == before["requests"]["get"]
+    assert after["page_hits"] - before["page_hits"] > 100  # copied out of pages
+    assert 0 < after["cache_mapped_bytes"] <= (limit - whole_files) / 2  # straight from mapped whole files
+
+
+def test_a_sequential_scan_reads_ahead_with_bounded_requests_in_flight(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 40_000)
+    stores, wrap = recorded(delay=0.005)
+    with levels3.DB(url, cache_page_size=PAGE, **wrap) as db:
+        assert sum(1 for _ in db.iterator()) == 40_000
+        stats = db.stats()
+    assert stats["page_requests"]["readahead"] > 10
+    assert stats["page_bytes_fetched"]["readahead"] > stats["page_bytes_fetched"]["data"]
+    # The reader's own miss plus at most four read-ahead requests.
+    assert stores[0].max_in_flight <= 5
+
+
+# -- restart -------------------------------------------------------------------------------------
+
+
+def test_pages_survive_a_clean_restart(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 20_000)
+    cache_dir = str(tmp_path / "cache")
+    wanted = random.Random(4).sample(range(20_000), 300)
+    with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE) as db:
+        for i in wanted:
+            assert db.get(key(i)) == value(i)
+        fetched = db.stats()["page_requests"]
+    assert sum(fetched.values()) > 0
+    stores, wrap = recorded()
+    with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE, **wrap) as db:
+        for i in wanted:
+            assert db.get(key(i)) == value(i)
+        stats = db.stats()
+    assert stores[0].gets == []
+    assert stats["pages_reused"] > 0
+
+
+def test_pages_are_not_reused_for_other_content(tmp_path):
+    """A database destroyed and written again has objects of the same keys, other content:
+    the fingerprints (size, ETag) differ, and the pages of the old ones are dropped at open."""
+    url = str(tmp_path / "db")
+    fill(url, 20_000)
+    cache_dir = str(tmp_path / "cache")
+    with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE) as db:
+        for i in range(0, 20_000, 7):
+            db.get(key(i))
+        keys_before = set(table_sizes(db))
+    levels3.destroy_db(url)
+    with levels3.DB(url, create_if_missing=True, compression=None, write_buffer_size=256 * 1024) as db:
+        for i in range(20_000):
+            db.put(key(i), value(i + 1))
+    with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE) as db:
+        assert keys_before & set(table_sizes(db))  # the same object keys exist again
+        assert db.stats()["pages_reused"] == 0
+        assert [v for _k, v in db.iterator()] == [value(i + 1) for i in range(20_000)]
+
+
+def test_a_page_directory_that_vanished_does_not_fail_close(tmp_path, caplog):
+    """The pages are disposable: if their index cannot be written, close still closes
+    everything after them, and the next run fetches its pages again."""
+    url = str(tmp_path / "db")
+    fill(url, 5000)
+    cache_dir = str(tmp_path / "cache")
+    db = levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE)
+    assert db.get(key(1)) == value(1)
+    db.put(b"after", b"value")
+    shutil.rmtree(os.path.join(cache_dir, ".levels3-pages"))
+    db.close()
+    assert "could not record its pages" in caplog.text
+    with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE) as db:
+        assert db.stats()["pages_reused"] == 0
+        assert db.get(b"after") == b"value" and db.get(key(1)) == value(1)
+
+
+def test_pages_are_discarded_after_a_crash(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 20_000)
+    cache_dir = str(tmp_path / "cache")
+    script = textwrap.dedent(f"""
+        import os, levels3
+        db = levels3.DB({url!r}, cache_dir={cache_dir!r}, cache_page_size={PAGE}, lease_duration=1.0,
+                        lease_renewal=0.3)
+        for i in range(0, 20_000, 5):
+            assert db.get(b"key-%08d" % i) is not None
+        assert db.stats()["pages_cached"] > 0
+        os.kill(os.getpid(), 9)
+    """)
+    child = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": os.getcwd()},
+                           capture_output=True, timeout=120)
+    assert child.returncode == -9, child.stderr.decode()
+    pages_dir = os.path.join(cache_dir, ".levels3-pages")
+    left = set(os.listdir(pages_dir))
+    assert left and "INDEX" not in left  # pages were cached, and no index vouches for them
+    with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE, lock_timeout=10, lease_duration=1.0,
+                    lease_renewal=0.3) as db:
+        assert db.stats()["pages_reused"] == 0
+        assert not left & set(os.listdir(pages_dir))  # every page file of the crashed run is gone
+        assert [v for _k, v in db.iterator()] == [value(i) for i in range(20_000)]
+
+
+# -- bad input and failures ----------------------------------------------------------------------------
+
+
+def test_a_short_ranged_get_is_corruption_naming_the_object(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 5000)
+    stores, wrap = recorded(short_by=1)
+    with levels3.DB(url, cache_page_size=PAGE, **wrap) as db:
+        with pytest.raises(levels3.CorruptionError) as caught:
+            db.get(key(1))
+        tables = table_sizes(db)
+    assert any(obj in str(caught.value) for obj in tables), str(caught.value)
+    assert "ranged GET" in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", [0, -4096, 1000, 2048, 4095, 6000, 3 * 4096, 1 << 27])
+def test_a_bad_cache_page_size_is_a_value_error(tmp_path, bad):
+    with pytest.raises(ValueError, match="cache_page_size"):
+        levels3.DB(str(tmp_path / "db"), create_if_missing=True, cache_page_size=bad)
+    assert not os.path.exists(tmp_path / "db")  # refused before anything is touched
+
+
+@pytest.mark.parametrize("bad", [True, "65536", 65536.0, None])
+def test_a_cache_page_size_of_another_type_is_a_type_error(tmp_path, bad):
+    with pytest.raises(TypeError, match="cache_page_size must be an int"):
+        levels3.DB(str(tmp_path / "db"), create_if_missing=True, cache_page_size=bad)
+
+
+@pytest.mark.parametrize("good", [4096, 1 << 20])
+def test_good_cache_page_sizes_work(tmp_path, good):
+    url = str(tmp_path / "db")
+    fill(url, 3000)
+    with levels3.DB(url, cache_page_size=good) as db:
+        assert db.get(key(7)) == value(7)
+        assert db.stats()["cache_page_size"] == good
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[str]:
+    """A 4 MiB file system for the cache directory (tmpfs; needs the right to mount)."""
+    mount_point = str(tmp_path / "small-disk")
+    os.mkdir(mount_point)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount_point], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", mount_point], check=False)
+
+
+def fill_disk(path: str, leave: int) -> None:
+    st = os.statvfs(path)
+    with open(os.path.join(path, "ballast"), "wb") as f:
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+
+
+def test_a_full_cache_disk_fails_writes_with_ioerror_and_keeps_what_was_acknowledged(tmp_path, small_disk):
+    url = str(tmp_path / "db")
+    cache_dir = os.path.join(small_disk, "cache")
+    acknowledged = []
+    db = levels3.DB(url, create_if_missing=True, cache_dir=cache_dir, write_buffer_size=1 << 20)
+    try:
+        fill_disk(small_disk, leave=256 * 1024)
+        with pytest.raises(levels3.IOError):
+            for i in range(100_000):
+                db.put(key(i), value(i, 1000), sync=True)
+                acknowledged.append(i)
+    finally:
+        try:
+            db.close()
+        except OSError:
+            pass  # what was never acknowledged may fail to upload; the cache's index may not fit
+    assert acknowledged
+    with levels3.DB(url) as db:
+        for i in acknowledged:
+            assert db.get(key(i)) == value(i, 1000)
+
+
+def test_a_full_cache_disk_fails_reads_with_ioerror(tmp_path, small_disk):
+    url = str(tmp_path / "db")
+    fill(url, 20_000)
+    cache_dir = os.path.join(small_disk, "cache")
+    with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE, lru_cache_size=1024) as db:
+        assert db.get(key(1)) == value(1)
+        fill_disk(small_disk, leave=0)
+        with pytest.raises(levels3.IOError, match="cache directory"):
+            for i in random.Random(5).sample(range(20_000), 2000):
+                db.get(key(i))
+        os.unlink(os.path.join(small_disk, "ballast"))
+        for i in random.Random(6).sample(range(20_000), 200):
+            assert db.get(key(i)) == value(i)  # nothing cached from the failed writes
+
+
+def test_a_follower_reads_in_pages_across_refreshes(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 20_000)
+    limit = 1 << 20
+    with levels3.DB(url, read_only=True, max_cache_bytes=limit, cache_page_size=PAGE) as follower:
+        store = follower._control.pages.store
+        for i in range(0, 20_000, 7):
+            assert follower.get(key(i)) == value(i)
+        with levels3.DB(url) as writer:
+            writer.put(b"new", b"value", sync=True)
+        follower.refresh()
+        assert follower._control.pages.store is store  # one page cache, one bound, for every generation
+        assert follower.get(b"new") == b"value"
+        for i in range(3, 20_000, 7):
+            assert follower.get(key(i)) == value(i)
+        stats = follower.stats()
+        assert stats["cache_peak_bytes"] <= limit + 16 * PAGE
+        assert stats["page_evictions"] > 0
+    assert not os.path.exists(store.directory)
+
+
+def test_the_writers_own_tables_start_fully_present(tmp_path):
+    url = str(tmp_path / "db")
+    stores, wrap = recorded()
+    with levels3.DB(url, create_if_missing=True, compression=None, cache_page_size=PAGE, **wrap) as db:
+        for i in range(20_000):
+            db.put(key(i), value(i))
+        db.compact_range()
+        for i in range(0, 20_000, 13):
+            assert db.get(key(i)) == value(i)
+        stats = db.stats()
+    assert stores[0].gets == []  # nothing it wrote had to come back from the store
+    assert stats["pages_cached"] > 0
+    assert stats["page_hits"] > 0
