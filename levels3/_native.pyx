@@ -263,6 +263,20 @@ cdef object _get(_Handle h, const ldb.Snapshot* snapshot, Slice key, object defa
     return PyBytes_FromStringAndSize(value.data(), value.size())
 
 
+cdef bint _has(_Handle h, const ldb.Snapshot* snapshot, Slice key) except -1:
+    """`key in db` and `key in snapshot`: a lookup (plyvel 1.5.1 iterates pairs instead)."""
+    cdef ldb.ReadOptions ro
+    cdef string value
+    cdef Status st
+    ro.snapshot = snapshot
+    with nogil:
+        st = h.db.get().Get(ro, key, &value)
+    if st.IsNotFound():
+        return False
+    raise_for_status(st, h.control)
+    return True
+
+
 # ---------------------------------------------------------------------------
 # NativeDB: the C core of levels3.DB
 # ---------------------------------------------------------------------------
@@ -344,6 +358,10 @@ cdef class NativeDB:
         """Value stored under key, or default."""
         cdef Slice k = to_slice(key)
         return _get(self._live(), NULL, k, default, verify_checksums, fill_cache)
+
+    def __contains__(self, key):
+        cdef Slice k = to_slice(key)
+        return _has(self._live(), NULL, k)
 
     def put(self, key, value, *, sync=False):
         """Store value under key; with sync=True it is in the store on return."""
@@ -630,6 +648,15 @@ cdef class Snapshot:
         cdef Slice k = to_slice(key)
         return _get(self._h, self._snap, k, default, verify_checksums, fill_cache)
 
+    def __contains__(self, key):
+        if not isinstance(key, bytes):
+            raise TypeError(f"key must be bytes, not {type(key).__name__}")
+        self._check()
+        if self._prefix:
+            key = self._prefix + key
+        cdef Slice k = to_slice(key)
+        return _has(self._h, self._snap, k)
+
     def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
                  include_stop=False, prefix=None, include_key=True, include_value=True,
                  verify_checksums=False, fill_cache=True):
@@ -694,6 +721,9 @@ cdef class PrefixedDB:
     def get(self, key, default=None, *, verify_checksums=False, fill_cache=True):
         return self.db.get(self._key(key), default, verify_checksums=verify_checksums,
                            fill_cache=fill_cache)
+
+    def __contains__(self, key):
+        return self._key(key) in self.db
 
     def put(self, key, value, *, sync=False):
         self.db.put(self._key(key), value, sync=sync)

@@ -56,6 +56,10 @@ class ConfigurationError(Error, ValueError):
     """Bad options or URL: raised before anything is touched."""
 
 
+class PlainLevelDBError(ConfigurationError):
+    """The path is a plain LevelDB directory (plyvel's), not a levels3 database: ``levels3 import`` brings it in."""
+
+
 class ReadOnlyError(Error):
     """A write was attempted on a read-only follower or checkpoint."""
 

@@ -47,13 +47,16 @@ class LevelDBOptions:
             raise TypeError(f"bloom_filter_bits must be an int >= 0, not {bits!r}")
         if self.compression not in (None, "snappy"):
             raise ValueError(f"compression must be 'snappy' or None, not {self.compression!r}")
+        if (self.comparator is None) != (self.comparator_name is None):
+            # plyvel's words, for either one missing
+            raise ValueError("'comparator' and 'comparator_name' must be specified together")
         if self.comparator is not None:
             if not callable(self.comparator):
-                raise TypeError("comparator must be callable")
-            if not isinstance(self.comparator_name, bytes) or not self.comparator_name:
-                raise TypeError("comparator_name must be given as non-empty bytes with comparator")
-        elif self.comparator_name is not None:
-            raise TypeError("comparator_name given without comparator")
+                raise TypeError(f"comparator must be callable, not {type(self.comparator).__name__}")
+            if not isinstance(self.comparator_name, bytes):
+                raise TypeError(f"comparator_name must be bytes, not {type(self.comparator_name).__name__}")
+            if not self.comparator_name:
+                raise ValueError("comparator_name must not be empty")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

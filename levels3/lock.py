@@ -13,6 +13,13 @@ How it works (the Amazon DynamoDB Lock Client's algorithm, on object storage):
   tick at roughly the same rate.
 * **Release** deletes ``LOCK`` with ``If-Match: <our etag>``, so a lock that
   somebody else owns by now is left alone.
+* **Restart on the same host**: the body also records the holder's boot id, pid
+  namespace and process start time (levels3.liveness). A contender that sees from
+  them that the holder is a process of its own host, boot and pid namespace that
+  has exited takes over at once, with the same ``If-Match`` write as any takeover:
+  a service restarting after a crash does not wait out the lease. A holder it
+  cannot judge (another host, boot or namespace; a live process) is waited for as
+  above.
 
 Why the holder gives up early (the renewal deadline)
 ----------------------------------------------------
@@ -38,13 +45,12 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from . import liveness
 from .errors import LeaseLostError, LockError, ObjectNotFound, PreconditionFailed, StoreError
 from .options import check_lease_timing
 from .stores.base import ObjectStore, PutMode
@@ -106,10 +112,13 @@ class LeaseLock:
     ``acquire()`` behaviour when the lock is already held:
 
     * ``lock_timeout=None`` (default): raise ``LockError`` at once, naming the
-      holder (host, pid, since).  Note that this also applies to a LOCK left by a
-      crashed writer: without a timeout nobody ever waits long enough to see it
-      go stale.  Pass ``lock_timeout >= lease_duration`` (plus a little) to take
-      over such a lock automatically.
+      holder (host, pid, since) and what to do.  This also applies to a LOCK left
+      by a crashed writer on another host: without a timeout nobody waits long
+      enough to see it go stale.  Pass ``lock_timeout >= lease_duration`` (plus a
+      little) to take over such a lock automatically.
+    * whatever the timeout: a holder that was a process of this host (same
+      hostname, boot id and pid namespace) and has exited is taken over at once
+      (levels3.liveness decides; anything it cannot judge is not taken over early).
     * ``lock_timeout=T``: wait up to ``T`` seconds.  The lock is taken when it is
       released or when its ETag is observed unchanged for a full lease duration
       (the holder's advertised duration if longer than ours); otherwise
@@ -245,11 +254,19 @@ class LeaseLock:
                 # An earlier attempt of ours landed although its request failed.
                 if self._adopt(etag, body):
                     break
+            if liveness.provably_gone(body):
+                log.warning("taking over lock %s from %s: that process of this host has exited",
+                            self._where(), describe_holder(body))
+                if self._try_write(PutMode.replace(etag)):
+                    break
+                seen_etag = None  # somebody else won: start over
+                continue
             if etag != seen_etag:
                 seen_etag, seen_at, seen_holder = etag, now, body
             stale_after = self._stale_after(seen_holder)
             if give_up_at is None:
-                raise LockError(f"database lock {self._where()} is held by {describe_holder(body)}")
+                raise LockError(f"database lock {self._where()} is held by {describe_holder(body)}; "
+                                f"{self._way_out(stale_after)}")
             if now - seen_at >= stale_after:
                 log.warning(
                     "taking over stale lock %s from %s (ETag unchanged for %.3g s)",
@@ -260,9 +277,13 @@ class LeaseLock:
                 seen_etag = None  # somebody else won or the holder came back: start over
                 continue
             if now >= give_up_at:
+                if self.lock_timeout is not None and self.lock_timeout >= stale_after:
+                    hint = "its holder kept renewing it: that writer is alive (close it first)"
+                else:
+                    hint = self._way_out(stale_after)
                 raise LockError(
                     f"database lock {self._where()} is held by {describe_holder(body)}; "
-                    f"its lease was not observed stale within lock_timeout={self.lock_timeout} s"
+                    f"its lease was not observed stale within lock_timeout={self.lock_timeout} s; {hint}"
                 )
             time.sleep(max(0.0, min(self.poll_interval, seen_at + stale_after - now, give_up_at - now)))
 
@@ -272,6 +293,12 @@ class LeaseLock:
         )
         self._thread.start()
         return self
+
+    def _way_out(self, stale_after: float) -> str:
+        url = getattr(self.store, "url", None) or "URL"
+        return (f"if that writer is still running, close it first; if it crashed, its lease is taken over once "
+                f"unrenewed for {stale_after:g} s: open with lock_timeout={stale_after:g} (or more) to wait for "
+                f"that, or run `levels3 lock --break {url}`")
 
     def _stale_after(self, holder: dict | None) -> float:
         # Respect a holder that renews on a longer lease than ours.
@@ -476,9 +503,8 @@ class LeaseLock:
 
     def _body_dict(self, seq: int) -> dict:
         body: dict[str, Any] = dict(self._owner_info)
+        body.update(liveness.identity())  # host, pid and what tells a same-host contender it exited
         body.update(
-            host=socket.gethostname(),
-            pid=os.getpid(),
             writer=self.writer_id,
             since=self._since,
             lease_duration=self.lease_duration,

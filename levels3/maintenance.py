@@ -19,10 +19,14 @@ from .errors import Error
 from .leveldb_options import LevelDBOptions
 from .options import StoreOptions, parse_location
 from .stores.assembly import build_store, resolve_options
+from .stores.local import remove_if_only_store_files
 
 
 def destroy_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any) -> None:
-    """Delete every object of the database at ``name`` (takes the writer lock first)."""
+    """Delete every object of the database at ``name`` (takes the writer lock first).
+
+    A local directory is then removed too, as plyvel removes it, when nothing but levels3's
+    own files was in it."""
     config, store_options = LevelDBOptions.split(kwargs)
     control = WriterControl.open(name, options, store_options, create_if_missing=False)
     try:
@@ -30,6 +34,8 @@ def destroy_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any)
         control.delete_all()
     finally:
         control.close()
+    if control.location.scheme == "file":
+        remove_if_only_store_files(control.location.prefix)
 
 
 def repair_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any) -> None:

@@ -705,7 +705,7 @@ def test_counting_snapshot(tmp_path) -> None:
     assert snap["requests"] == {"get": 3, "put": 2, "list": 1, "delete": 1, "head": 1}
     assert snap["total_requests"] == 8
     assert snap["bytes_uploaded"] == 8 and snap["bytes_downloaded"] == 7
-    assert snap["errors"] == 1
+    assert snap["errors"] == 0 and snap["refused"] == 1  # "no such object" is an answer, not a failure
     assert set(snap["latency_ms"]["get"]) == {"p50", "p90", "p99"}
     assert snap["latency_ms"]["get"]["p50"] <= snap["latency_ms"]["get"]["p99"]
     counting.reset()

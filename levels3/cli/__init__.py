@@ -17,7 +17,10 @@ from typing import Sequence
 from ._common import CommandError, add_store_options
 
 EPILOG = """\
-URL is s3://bucket/prefix, file:///path or a plain path (a local directory in levels3's object layout).
+URL is s3://bucket/prefix, file:///path or a plain path (a local directory in levels3's object layout;
+a plain LevelDB directory comes in with `levels3 import`). Commands that only read (get, scan, info, verify,
+export, checkpoints, lock, a gc dry run) take no lock and write nothing: they work beside a live writer.
+Commands that write take the writer lock (--lock-timeout waits for it).
 Credentials come from the standard AWS chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE,
 shared files or an instance role. Exit codes: 0 ok, 1 error (message on stderr), 2 bad usage.
 

@@ -14,7 +14,7 @@ from ..engine.checkpoints import checkpoint_key, checkpoint_name, read_checkpoin
 from ..engine.layout import CHECKPOINT_PREFIX
 from ..errors import Error, ObjectNotFound
 from ..stores.base import ObjectStore
-from ._common import CommandError, emit_json, human_bytes, location_of, open_db, open_store, store_kwargs
+from ._common import CommandError, emit_json, human_bytes, location_of, open_db, open_store, progress, store_kwargs
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -49,6 +49,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("url", metavar="URL")
     p.add_argument("name", metavar="NAME")
     p.add_argument("target", metavar="TARGET")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_restore)
 
@@ -120,12 +121,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
     location_of(args.url)  # bad URLs are usage errors
     location_of(args.target)
     started = time.monotonic()
-    levels3.restore(args.url, args.name, args.target, **store_kwargs(args))
     info = _describe_at(args, args.url, args.name)
+    if "error" in info:
+        raise CommandError(info["error"])
+    with progress(info["bytes"], objects=info["objects"] + 1, quiet=args.quiet, desc="restore") as bar:
+        levels3.restore(args.url, args.name, args.target, wrap_store=bar.counting("put"), **store_kwargs(args))
     info.update(target=location_of(args.target).url, seconds=round(time.monotonic() - started, 3))
     if args.json:
         emit_json(info)
-    else:
+    elif not args.quiet:
         print(f"restored checkpoint {args.name!r} into {info['target']}: {info['objects']} objects, "
               f"{human_bytes(info['bytes'])} in {info['seconds']:.2f} s")
     return 0

@@ -1,4 +1,8 @@
-"""get, put, delete and scan: single keys and ranges, through levels3.DB."""
+"""get, put, delete and scan: single keys and ranges, through levels3.DB.
+
+get and scan read through a follower (no lock, nothing written, beside a live writer);
+put and delete open the writer.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import sys
 from typing import Any
 
 from ..errors import Error
-from ._common import FORMATS, CommandError, UsageError, database_exists, emit_json, open_db, parse_bytes, render
+from ._common import (FORMATS, CommandError, UsageError, database_exists, emit_json, open_db, open_reader,
+                      parse_bytes, render)
 
 
 def _key_options(p: argparse.ArgumentParser) -> None:
@@ -27,7 +32,9 @@ def _output_options(p: argparse.ArgumentParser, *, raw: bool = False) -> None:
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("get", parents=[parent], help="print the value of one key",
-                       description="Print the value stored under KEY. Exit 1 if the key is absent.")
+                       description="Print the value stored under KEY. Exit 1 if the key is absent. Reads the "
+                                   "newest committed state as a follower: no lock, nothing written, works beside "
+                                   "a live writer (its unsynced writes are not visible).")
     p.add_argument("url", metavar="URL", help="the database: s3://bucket/prefix, file:///path or a path")
     p.add_argument("key", metavar="KEY")
     _key_options(p)
@@ -56,7 +63,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("scan", parents=[parent], help="list keys and values in order",
                        description="Print keys (and values) in key order, one per line: KEY<TAB>VALUE in text, "
-                                   "hex or base64 rendering; with --json one JSON object per line.")
+                                   "hex or base64 rendering; with --json one JSON object per line. Reads as a "
+                                   "follower, like get.")
     p.add_argument("url", metavar="URL")
     p.add_argument("--prefix", help="only keys starting with this")
     p.add_argument("--start", help="first key (inclusive)")
@@ -77,7 +85,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     key = parse_bytes(args.key, args.key_format, "KEY")
     if args.json and args.format == "raw":
         raise UsageError("--json cannot be combined with --format raw")
-    with open_db(args, args.url) as db:
+    with open_reader(args, args.url) as db:
         value = db.get(key)
     if value is None:
         raise CommandError(f"key not found: {render(key, 'text')!r}")
@@ -132,7 +140,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             bounds[name] = parse_bytes(text, args.key_format, f"--{name}")
     fmt = args.format
     count = 0
-    with open_db(args, args.url) as db:
+    with open_reader(args, args.url) as db:
         it = db.iterator(reverse=args.reverse, include_value=not args.keys_only, **bounds)
         try:
             for item in it:

@@ -2,7 +2,8 @@
 
 Presents what the engine's inventory (levels3.engine.inventory) finds and
 what its gc policy allows; the lease comes from levels3.lock. Nothing here
-parses LevelDB's formats or decides what may be deleted.
+parses LevelDB's formats or decides what may be deleted. info and verify read
+as a follower and take no lock; gc takes it only to delete.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import sys
 import time
 from typing import Any
 
-from ..engine.inventory import Analysis, analyze, object_times, plan_gc
+from ..engine.inventory import Analysis, object_times, plan_gc
 from ..engine.layout import LOCK_KEY
 from ..errors import Error, LockError, ObjectNotFound
+from ..liveness import provably_gone
 from ..lock import database_lease, describe_holder, read_holder
-from ._common import CommandError, emit_json, human_bytes, open_db, open_store
+from ._common import CommandError, analyze_settled, emit_json, human_bytes, open_reader, open_store, progress
 
 PROPERTIES = ("leveldb.stats", "leveldb.sstables", "leveldb.approximate-memory-usage")
 KIND_LABELS = {
@@ -35,12 +37,12 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "info", parents=[parent], help="objects, bytes, live files, lock holder and LevelDB properties",
         description="Show what the store holds (objects and bytes by kind), the live version from the MANIFEST, "
-                    "the lock holder and lease age, then open the database (taking the writer lock) for "
-                    "LevelDB's properties (leveldb.stats, leveldb.sstables) and the cache state. While another "
-                    "writer holds the lock, only the store-side information is shown.")
+                    "the lock holder and lease age, then open the database as a follower (no lock, nothing "
+                    "written, beside a live writer too) for LevelDB's properties (leveldb.stats, "
+                    "leveldb.sstables) and the request and cache counters of that open.")
     p.add_argument("url", metavar="URL")
     p.add_argument("--store-only", action="store_true",
-                   help="do not open the database (no writer lock, no LevelDB properties)")
+                   help="do not open the database (no LevelDB properties)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
@@ -51,10 +53,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                     "entry with checksum verification. Exit 1 when anything is missing, mismatched or corrupt. "
                     "Orphans (superseded or uncommitted objects a crashed or closing writer left, which gc "
                     "removes) are listed; with --strict they fail the check too. Every object a checkpoint "
-                    "names must exist too. Opening takes the writer lock "
-                    "(and, like any open, LevelDB removes obsolete files it knows of).")
+                    "names must exist too. It takes no lock and writes nothing: it runs beside a live writer "
+                    "and leaves the database exactly as it was.")
     p.add_argument("url", metavar="URL")
     p.add_argument("--strict", action="store_true", help="orphaned objects fail the check too")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_verify)
 
@@ -63,8 +66,9 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         description="Find objects no live version references (tables not in the current version, logs and "
                     "manifests no longer in use, segments after a gap) that are older than the grace period. "
                     "Objects a checkpoint needs are kept. "
-                    "Lists them by default (--dry-run); --delete removes them. Takes the writer lock; refuses "
-                    "to delete anything when a live object is missing (a damaged database may need them).")
+                    "Lists them by default (--dry-run, no lock taken); --delete removes them, holding the writer "
+                    "lock. Refuses to delete anything when a live object is missing (a damaged database may "
+                    "need them).")
     p.add_argument("url", metavar="URL")
     p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
                    help="only objects older than this (store time) are removed (default 3600)")
@@ -72,6 +76,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     mode.add_argument("--dry-run", dest="delete", action="store_false", default=False,
                       help="only show what would be removed (the default)")
     mode.add_argument("--delete", dest="delete", action="store_true", help="actually remove them")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_gc)
 
@@ -104,6 +109,7 @@ def _lock_state(store: Any, times: dict[str, float], options: Any) -> dict[str, 
     if holder and isinstance(holder.get("lease_duration"), (int, float)):
         duration = max(duration, float(holder["lease_duration"]))
     state["lease_duration"] = duration
+    state["holder_exited"] = provably_gone(holder)  # a process of this host that is gone: taken over at once
     if mtime is not None:
         age = max(0.0, time.time() - mtime)
         state["lease_age_seconds"] = round(age, 3)
@@ -117,6 +123,8 @@ def _lock_lines(state: dict[str, Any]) -> list[str]:
     holder = state.get("holder") or {}
     lines = [f"held by {state['description']}"]
     age = state.get("lease_age_seconds")
+    if state.get("holder_exited"):
+        lines.append("that process of this host has exited: the next open takes the lock over at once")
     if age is not None:
         verdict = ("not renewed within the lease: the holder looks dead (levels3 lock --break)"
                    if state.get("looks_expired") else "live")
@@ -157,7 +165,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     location, options, store = open_store(args, args.url)
     try:
         times = object_times(store)
-        analysis = analyze(store, times=times)
+        analysis = analyze_settled(store, times=times)
         lock = _lock_state(store, times, options)
     finally:
         store.close()
@@ -182,13 +190,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         unavailable = "not opened (--store-only)"
     else:
         try:
-            with open_db(args, args.url) as db:
+            with open_reader(args, args.url) as db:
                 result["properties"] = {
                     name: (db.get_property(name.encode()) or b"").decode("utf-8", "replace") for name in PROPERTIES
                 }
                 result["stats"] = db.stats()
-        except LockError as exc:
-            unavailable = f"properties are unavailable while another writer holds the lock ({exc})"
         except Error as exc:
             unavailable = f"the database could not be opened: {exc}"
     result["properties_unavailable"] = unavailable
@@ -244,12 +250,7 @@ def age_text(seconds: float) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     location, options, store = open_store(args, args.url)
     try:
-        lease = database_lease(store, options)
-        lease.acquire()
-        try:
-            analysis = analyze(store, check_crc=True)
-        finally:
-            lease.release()
+        analysis = analyze_settled(store, check_crc=True)  # no lock: a live writer may go on writing
     finally:
         store.close()
     if not analysis.has_database:
@@ -258,15 +259,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     entries = 0
     if analysis.manifest is not None:
         try:
-            with open_db(args, args.url, paranoid_checks=True) as db:
+            live = [e for e in analysis.entries if e.status == "live" and e.kind in ("table", "wal", "manifest", "current")]
+            with progress(sum(e.size for e in live), objects=len(live), quiet=args.quiet, desc="verify") as bar, \
+                    open_reader(args, args.url, paranoid_checks=True, wrap_store=bar.counting("get")) as db:
                 it = db.iterator(verify_checksums=True, fill_cache=False)
                 try:
                     for _ in it:
                         entries += 1
                 finally:
                     it.close()
-        except LockError:
-            raise
         except Error as exc:
             problems.append(f"reading the database failed: {exc}")
     orphans = analysis.orphans()
@@ -311,18 +312,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
     location, options, store = open_store(args, args.url)
     try:
         lease = database_lease(store, options)
-        lease.acquire()
+        if args.delete:  # a dry run only reads
+            lease.acquire()
         try:
-            analysis = analyze(store, times=object_times(store))
+            analysis = analyze_settled(store, times=object_times(store))
             now = time.time()
             try:
                 eligible, young = plan_gc(analysis, location.url, grace=args.grace, now=now)
             except Error as exc:
                 raise CommandError(str(exc)) from None
             if args.delete:
-                for e in eligible:
-                    lease.check()
-                    store.delete(e.key)
+                with progress(sum(e.size for e in eligible), objects=len(eligible), quiet=args.quiet,
+                              desc="gc") as bar:
+                    for e in eligible:
+                        lease.check()
+                        store.delete(e.key)
+                        bar.update(e.size)
         finally:
             lease.release()
     finally:
@@ -371,16 +376,19 @@ def cmd_lock(args: argparse.Namespace) -> int:
         if not state["held"]:
             print(f"{location.url} is not locked; nothing to break")
             return 0
-        stale_after = state["lease_duration"]
+        stale_after = 0.0 if state["holder_exited"] else state["lease_duration"]
         if not args.yes:
             if not sys.stdin or not sys.stdin.isatty():
                 raise CommandError("refusing to break the lock without confirmation (no terminal); pass --yes")
+            when = ("at once: that process has exited" if state["holder_exited"] else
+                    f"only once its lease is seen unrenewed for {stale_after:g} s")
             answer = input(f"Break the lock on {location.url} held by {state['description']}? It is taken over "
-                           f"only once its lease is seen unrenewed for {stale_after:g} s. [y/N] ")
+                           f"{when}. [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("not confirmed; the lock is left alone")
-        print(f"waiting up to {stale_after:g} s for the lease to be observed expired...", file=sys.stderr)
-        lease = database_lease(store, options, wait=stale_after + max(2.0, stale_after / 2))
+        if not state["holder_exited"]:
+            print(f"waiting up to {stale_after:g} s for the lease to be observed expired...", file=sys.stderr)
+        lease = database_lease(store, options, wait=state["lease_duration"] + max(2.0, state["lease_duration"] / 2))
         started = time.monotonic()
         try:
             lease.acquire()
@@ -392,8 +400,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
             emit_json({"url": location.url, "broken": True, "previous": state,
                        "waited_seconds": round(time.monotonic() - started, 3)})
         else:
-            print(f"broke the lock held by {state['description']} "
-                  f"(lease unrenewed for {time.monotonic() - started:.1f} s)")
+            why = ("its process had exited" if state["holder_exited"] else
+                   f"lease unrenewed for {time.monotonic() - started:.1f} s")
+            print(f"broke the lock held by {state['description']} ({why})")
         return 0
     finally:
         store.close()

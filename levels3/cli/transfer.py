@@ -2,7 +2,8 @@
 
 Uploads and downloads files through the store interface, with the object
 names of engine.layout; an import commits CURRENT with engine.commit like any
-writer. Takes the database lease from levels3.lock.
+writer, holding the database lease from levels3.lock. An export reads the live
+version the engine's inventory finds and takes no lock.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..engine.catalog import Catalog
 from ..engine.commit import commit_current
+from ..engine.inventory import Analysis
 from ..engine.layout import CURRENT_NAME, LOCK_KEY, FileKind, kind_of, object_key, parse_key
 from ..errors import ObjectNotFound
 from ..lock import database_lease
 from ..stores.base import PutMode
 from ..stores.local import fsync_dir
-from ._common import CommandError, UsageError, emit_json, human_bytes, open_store, progress
+from ._common import CommandError, UsageError, analyze_settled, emit_json, human_bytes, open_store, progress
 
 log = logging.getLogger("levels3.cli")
 
 #: The writer epoch imported objects carry (the target holds nothing else of ours).
 IMPORT_EPOCH = 1
+#: How often an export lists again when a live writer deleted an object it was about to copy.
+EXPORT_ATTEMPTS = 3
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -47,9 +50,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser(
         "export", parents=[parent], help="copy a database from a store into a plain LevelDB directory",
-        description="Download the database at URL into LOCAL_DIR as a plain LevelDB directory that plyvel "
-                    "(or any LevelDB) opens; CURRENT is written last. LOCAL_DIR must be empty or absent. "
-                    "Takes the writer lock on URL for a consistent copy.")
+        description="Download the live version of the database at URL (the MANIFEST that CURRENT names, the "
+                    "tables it lists and the logs still in use; nothing a later version dropped) into LOCAL_DIR "
+                    "as a plain LevelDB directory that plyvel (or any LevelDB) opens; CURRENT is written last. "
+                    "LOCAL_DIR must be empty or absent. Takes no lock: beside a live writer it copies the "
+                    "newest committed version it finds.")
     p.add_argument("url", metavar="URL")
     p.add_argument("dest", metavar="LOCAL_DIR")
     _transfer_options(p)
@@ -163,7 +168,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             started = time.monotonic()
             total = sum(os.path.getsize(path) for _, path, _ in files) + len(current)
             order = {FileKind.OTHER: 0, FileKind.TABLE: 0, FileKind.WAL: 1, FileKind.MANIFEST: 2}
-            with progress(total, quiet=args.quiet, desc="import") as bar:
+            with progress(total, objects=len(files) + 1, quiet=args.quiet, desc="import") as bar:
 
                 def upload(item: tuple[str, str, FileKind]) -> int:
                     name, path, kind = item
@@ -197,6 +202,28 @@ def cmd_import(args: argparse.Namespace) -> int:
 # -- export ------------------------------------------------------------------------------------
 
 
+def _live_version(analysis: Analysis) -> dict[str, list[tuple[int, str, int]]]:
+    """File name -> its live objects as (offset, key, size), in offset order: the live tables, the
+    MANIFEST that CURRENT names and the logs it still uses; not CURRENT, nothing superseded or archived."""
+    files: dict[str, list[tuple[int, str, int]]] = {}
+    for e in analysis.entries:
+        if e.status == "live" and e.kind in ("table", "wal", "manifest"):
+            parsed = parse_key(e.key)
+            assert parsed is not None  # levels3's own kinds have levels3's names
+            files.setdefault(parsed.name, []).append((parsed.offset or 0, e.key, e.size))
+    return {name: sorted(objects) for name, objects in sorted(files.items())}
+
+
+def _clear(dest: str, created: bool) -> None:
+    """A partial copy without CURRENT is of no use; the directory was empty or absent before."""
+    if created:
+        shutil.rmtree(dest, ignore_errors=True)
+    elif os.path.isdir(dest):
+        for name in os.listdir(dest):
+            path = os.path.join(dest, name)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     _check_jobs(args)
     dest = os.path.abspath(args.dest)
@@ -207,56 +234,74 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.dest} is not empty; export needs an empty or new directory")
     location, options, store = open_store(args, args.url)
     created = not os.path.exists(dest)
+    started = time.monotonic()
     try:
-        lease = database_lease(store, options)
-        lease.acquire()
-        try:
-            catalog = Catalog.load(store)
-            current = catalog.get(CURRENT_NAME)
-            if current is None:
+        for attempt in range(1, EXPORT_ATTEMPTS + 1):
+            analysis = analyze_settled(store, check_crc=False)
+            if not analysis.has_database:
                 raise CommandError(f"no database at {location.url} (no CURRENT object)")
-            # A file whose every segment follows a gap holds no acknowledged bytes: LevelDB never saw it.
-            records = [r for r in catalog.records() if r.name != CURRENT_NAME and r.objects]
-            os.makedirs(dest, exist_ok=True)
-            started = time.monotonic()
-            total = sum(r.size for r in catalog.records())
-            with progress(total, quiet=args.quiet, desc="export") as bar:
-
-                def download(record: Any) -> int:
-                    path = os.path.join(dest, *record.name.split("/"))
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    written = 0
-                    with open(path + ".levels3-part", "wb") as f:
-                        for obj in record.objects:
-                            data = store.get(obj.key)
-                            if len(data) != obj.size:
-                                raise CommandError(f"{obj.key} changed while being read")
-                            f.write(data)
-                            written += len(data)
-                            bar.update(len(data))
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(path + ".levels3-part", path)
-                    return written
-
-                with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-                    nbytes = sum(pool.map(download, records))
-                nbytes += download(current)  # the commit point, last
-            fsync_dir(dest)
-        finally:
-            lease.release()
+            if analysis.problems or analysis.manifest is None:
+                raise CommandError(f"{location.url} is damaged, nothing was exported (levels3 verify shows more): "
+                                   + "; ".join(analysis.problems))
+            files = _live_version(analysis)
+            current = f"{analysis.current}\n".encode()
+            try:
+                nbytes = _download(args, store, files, current, dest)
+                break
+            except ObjectNotFound:
+                # A live writer dropped an object after the LIST (merged segments go within seconds):
+                # the version it belonged to is no longer the newest; list again.
+                _clear(dest, created)
+                if attempt == EXPORT_ATTEMPTS:
+                    raise
+                log.info("%s changed during the export; listing again", location.url)
     except BaseException as exc:
-        # A partial copy without CURRENT is of no use; the directory was empty or absent before.
-        if created:
-            shutil.rmtree(dest, ignore_errors=True)
-        elif os.path.isdir(dest):
-            for name in os.listdir(dest):
-                path = os.path.join(dest, name)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+        _clear(dest, created)
         if isinstance(exc, ObjectNotFound):
-            raise CommandError(f"no database at {location.url}: {exc}") from None
+            raise CommandError(f"{location.url} kept changing under the export (a live writer deleted what it "
+                               f"was copying, {EXPORT_ATTEMPTS} times): {exc}") from None
         raise
     finally:
         store.close()
-    _summary(args, "exported", len(records) + 1, nbytes, started, directory=dest)
+    _summary(args, "exported", len(files) + 1, nbytes, started, directory=dest)
     return 0
+
+
+def _download(args: argparse.Namespace, store: Any, files: dict[str, list[tuple[int, str, int]]], current: bytes,
+              dest: str) -> int:
+    """Write every file of the live version into dest, CURRENT last (the commit point); the bytes written."""
+    os.makedirs(dest, exist_ok=True)
+    total = sum(size for objects in files.values() for _, _, size in objects) + len(current)
+    count = sum(len(objects) for objects in files.values()) + 1
+    with progress(total, objects=count, quiet=args.quiet, desc="export") as bar:
+
+        def download(item: tuple[str, list[tuple[int, str, int]]]) -> int:
+            name, objects = item
+            path = os.path.join(dest, name)
+            written = 0
+            with open(path + ".levels3-part", "wb") as f:
+                for offset, key, size in objects:
+                    if offset != written:
+                        raise CommandError(f"{name}: its objects leave a gap at offset {written}")
+                    data = store.get(key)
+                    if len(data) != size:
+                        raise CommandError(f"{key} changed while being read")
+                    f.write(data)
+                    written += len(data)
+                    bar.update(len(data))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(path + ".levels3-part", path)
+            return written
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            nbytes = sum(pool.map(download, files.items()))
+        with open(os.path.join(dest, CURRENT_NAME + ".levels3-part"), "wb") as f:
+            f.write(current)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(dest)  # every file is in place before CURRENT names them
+        os.replace(os.path.join(dest, CURRENT_NAME + ".levels3-part"), os.path.join(dest, CURRENT_NAME))
+        bar.update(len(current))
+    fsync_dir(dest)
+    return nbytes + len(current)

@@ -1,4 +1,4 @@
-"""Request accounting: how many requests of each kind, bytes moved, errors, latency.
+"""Request accounting: how many requests of each kind, bytes moved, errors and refusals, latency.
 
 Wrap the store *below* RetryingStore to count every attempt S3 would bill, or
 above it to count logical operations. May call only the ObjectStore interface.
@@ -12,6 +12,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
+from ..errors import ObjectNotFound, PreconditionFailed
 from .base import ObjectInfo, ObjectStore, PutMode
 
 KINDS = ("get", "put", "list", "delete", "head")
@@ -30,6 +31,10 @@ class CountingStore(ObjectStore):
 
     A list() is counted as ceil(objects / 1000) requests (at least one): the pages
     S3 would serve for it.  Latency samples keep the last ``reservoir`` calls per kind.
+    A request the store answered with "no such object" (404) or "condition not met"
+    (412) is counted as ``refused``, not as an error: the callers expect those answers
+    (a new database has no CURRENT, the probe and every lock race are refused by design)
+    and decide themselves when one means damage.
     """
 
     def __init__(self, inner: ObjectStore, *, reservoir: int = 1024) -> None:
@@ -50,6 +55,7 @@ class CountingStore(ObjectStore):
             self.bytes_uploaded = 0
             self.bytes_downloaded = 0
             self.errors = 0
+            self.refused = 0
 
     @property
     def requests(self) -> dict[str, int]:
@@ -61,7 +67,8 @@ class CountingStore(ObjectStore):
         with self._lock:
             return sum(self._requests.values())
 
-    def _record(self, kind: str, began: float, *, requests: int = 1, up: int = 0, down: int = 0, error: bool = False) -> None:
+    def _record(self, kind: str, began: float, *, requests: int = 1, up: int = 0, down: int = 0, error: bool = False,
+                refused: bool = False) -> None:
         elapsed = time.monotonic() - began
         with self._lock:
             self._requests[kind] += requests
@@ -69,11 +76,15 @@ class CountingStore(ObjectStore):
             self.bytes_uploaded += up
             self.bytes_downloaded += down
             self.errors += error
+            self.refused += refused
 
     def _timed(self, kind: str, fn: Callable[[], T], up: int = 0) -> T:
         began = time.monotonic()
         try:
             result = fn()
+        except (ObjectNotFound, PreconditionFailed):
+            self._record(kind, began, up=up, refused=True)  # an answer, not a failure
+            raise
         except BaseException:
             self._record(kind, began, up=up, error=True)  # the bytes were sent all the same
             raise
@@ -81,7 +92,7 @@ class CountingStore(ObjectStore):
         return result
 
     def snapshot(self) -> dict[str, Any]:
-        """Counts, bytes, errors and p50/p90/p99 latency in milliseconds per kind."""
+        """Counts, bytes, errors, refusals and p50/p90/p99 latency in milliseconds per kind."""
         with self._lock:
             latency: dict[str, dict[str, float]] = {}
             for kind, samples in self._latency.items():
@@ -96,6 +107,7 @@ class CountingStore(ObjectStore):
                 "bytes_uploaded": self.bytes_uploaded,
                 "bytes_downloaded": self.bytes_downloaded,
                 "errors": self.errors,
+                "refused": self.refused,
                 "latency_ms": latency,
             }
 

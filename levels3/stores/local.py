@@ -15,12 +15,13 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
-from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
+from ..errors import ConfigurationError, ObjectNotFound, PlainLevelDBError, PreconditionFailed, StoreError
 from .base import ObjectInfo, ObjectStore, PutCondition, PutMode
 
 TMP_DIR = ".levels3-tmp"
@@ -58,6 +59,65 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+#: Files that only a plain LevelDB directory has at its top (levels3 keeps tables, logs and
+#: manifests under w<epoch>/, and its info log in the cache).
+_PLAIN_LEVELDB_FILE = re.compile(r"MANIFEST-\d+|\d+\.(ldb|sst|log)|LOG|LOG\.old")
+
+
+def plain_leveldb_files(root: str | os.PathLike[str]) -> list[str]:
+    """The names at the top of ``root`` that mark a plain LevelDB directory (one plyvel or any
+    LevelDB wrote), rather than levels3's object layout; empty when there are none."""
+    try:
+        with os.scandir(root) as entries:
+            return sorted(e.name for e in entries if _PLAIN_LEVELDB_FILE.fullmatch(e.name) and e.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def refuse_plain_leveldb(root: str) -> None:
+    """A plain LevelDB directory is not a levels3 store: say so, and how to bring it in, before
+    anything touches it (its LOCK would read as a lease held by an unknown holder, its CURRENT
+    would name a MANIFEST the store does not hold)."""
+    found = plain_leveldb_files(root)
+    if found:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise PlainLevelDBError(
+            f"{root} is a plain LevelDB directory (it holds {shown}), not a levels3 database: copy it into "
+            f"levels3's layout with `levels3 import {root} URL` (URL: another directory or s3://bucket/prefix), "
+            "or open it with plyvel")
+
+
+def remove_if_only_store_files(root: str | os.PathLike[str]) -> bool:
+    """Remove the directory of a destroyed local store, as plyvel's destroy_db removes its own:
+    only when nothing is left in it but this store's bookkeeping (the temp directory) and empty
+    directories. Anything else (a file of the user's, an object a new writer just created) keeps
+    it, untouched. True when the directory is gone."""
+    root = os.path.abspath(os.fspath(root))
+    tmp = os.path.join(root, TMP_DIR)
+    directories = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        inside_tmp = dirpath == tmp or dirpath.startswith(tmp + os.sep)
+        if filenames and not inside_tmp:
+            return False
+        if any(os.path.islink(os.path.join(dirpath, d)) for d in dirnames):
+            return False  # never follow or remove what a link points at
+        directories.append(dirpath)
+    for dirpath, _, filenames in os.walk(tmp):
+        for name in filenames:
+            try:
+                os.unlink(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                pass
+    for directory in sorted(directories, key=len, reverse=True):  # deepest first
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False  # something appeared meanwhile: it stays
+    return True
+
+
 def _etag(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
 
@@ -78,6 +138,7 @@ class LocalDirStore(ObjectStore):
         self.root = os.path.abspath(os.fspath(root))
         self.lock_wait = lock_wait
         self.url = f"file://{self.root}"
+        refuse_plain_leveldb(self.root)
         if not os.path.isdir(self.root):
             if os.path.exists(self.root):
                 raise StoreError(f"{self.root} exists but is not a directory", operation="open")

@@ -190,6 +190,9 @@ class S3Store(ObjectStore):
                     "or configure the standard AWS credential chain")
         else:
             text = f"{where} failed: {type(exc).__name__}: {exc}"
+        # -vv shows every request, the refused and failed ones too (a follower's first GET may be its last)
+        self._log.debug("%s %s %r answered %s", operation, self.url, key,
+                        f"{code or '?'} (HTTP {status})" if status else type(exc).__name__)
         return kind(text, operation=operation, key=key, transient=is_transient(exc), code=code, status=status)
 
     def _debug(self, operation: str, key: str, began: float, nbytes: int | None = None) -> None:
