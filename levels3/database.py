@@ -5,8 +5,8 @@ iterators and batches are C methods called directly) plus the policy around
 it, in Python: which control path to open (engine.writer or engine.follower),
 the follower's retries when the store changed under its LIST, the flush and
 refresh threads, a follower's refresh, checkpoints, and closing every open
-database before the interpreter finalises. May call the bridge, the engine and
-levels3.leveldb_options.
+database before the interpreter finalises. May call the bridge, the engine,
+levels3.options and levels3.leveldb_options.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .engine.follower import FollowerControl
 from .engine.writer import WriterControl
 from .errors import CorruptionError, Error, StaleVersionError
 from .leveldb_options import LevelDBOptions
-from .options import StoreOptions
+from .options import DB_NUMBER_RULES, StoreOptions
 
 log = logging.getLogger("levels3.leveldb")
 
@@ -83,12 +83,6 @@ def _lease_loss_flagger(db_ref: "weakref.ref[DB]") -> Callable[[str], None]:
     return flag
 
 
-def _positive_seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, not {value!r}")
-    return float(value)
-
-
 class DB(_native.NativeDB):
     """A LevelDB database stored in an object store (drop-in for plyvel.DB).
 
@@ -112,6 +106,7 @@ class DB(_native.NativeDB):
                  **store_options: Any) -> None:
         if not self.closed:
             raise RuntimeError("DB.__init__ called twice")
+        refresh_interval = DB_NUMBER_RULES["refresh_interval"].check("refresh_interval", refresh_interval)
         config = LevelDBOptions(
             create_if_missing=create_if_missing, error_if_exists=error_if_exists, paranoid_checks=paranoid_checks,
             write_buffer_size=write_buffer_size, max_open_files=max_open_files, lru_cache_size=lru_cache_size,
@@ -122,8 +117,6 @@ class DB(_native.NativeDB):
         self._threads: list[tuple[threading.Event, threading.Thread]] = []
         self._config = config
         read_only = bool(read_only) or checkpoint is not None or refresh_interval is not None
-        if refresh_interval is not None:
-            refresh_interval = _positive_seconds("refresh_interval", refresh_interval)
         control: EnvControl
         if read_only:
             control, handle = _open_follower(

@@ -3,7 +3,8 @@
 levels3.DB takes them as keyword arguments, destroy_db and repair_db pick them
 out of theirs (``LevelDBOptions.split``), and the native bridge copies a
 validated LevelDBOptions into ``leveldb::Options``. ``None`` leaves LevelDB's
-own default. Imports nothing of levels3.
+own default. Numbers are checked by the shared rules (levels3.options.DB_NUMBER_RULES).
+Imports only levels3.options and levels3.errors.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-#: The options that must be positive ints (or None) when given.
-_POSITIVE_SIZES = ("write_buffer_size", "max_open_files", "lru_cache_size", "block_size",
-                   "block_restart_interval", "max_file_size")
+from .options import DB_NUMBER_RULES
+
+#: The numeric options, each checked by its rule in DB_NUMBER_RULES.
+_NUMBERS = ("write_buffer_size", "max_open_files", "lru_cache_size", "block_size",
+            "block_restart_interval", "max_file_size", "bloom_filter_bits")
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,8 @@ class LevelDBOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "create_if_missing", bool(self.create_if_missing))
         object.__setattr__(self, "error_if_exists", bool(self.error_if_exists))
-        for name in _POSITIVE_SIZES:
-            value = getattr(self, name)
-            if value is not None and (type(value) is bool or not isinstance(value, int) or value <= 0):
-                raise TypeError(f"{name} must be a positive int or None, not {value!r}")
-        bits = self.bloom_filter_bits
-        if type(bits) is bool or not isinstance(bits, int) or bits < 0:
-            raise TypeError(f"bloom_filter_bits must be an int >= 0, not {bits!r}")
+        for name in _NUMBERS:
+            object.__setattr__(self, name, DB_NUMBER_RULES[name].check(name, getattr(self, name)))
         if self.compression not in (None, "snappy"):
             raise ValueError(f"compression must be 'snappy' or None, not {self.compression!r}")
         if self.comparator is not None:
