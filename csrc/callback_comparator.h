@@ -1,6 +1,8 @@
 // A leveldb::Comparator whose ordering is a Python callable (plyvel's
 // `comparator=` option). The call goes through a function pointer supplied by
-// the Cython layer, which takes the GIL.
+// the Cython layer (levels3/_callbacks.pyx), which takes the GIL and aborts the
+// process when the callable fails: LevelDB cannot be told that a comparison
+// failed.
 #ifndef LEVELS3_CALLBACK_COMPARATOR_H_
 #define LEVELS3_CALLBACK_COMPARATOR_H_
 
@@ -16,6 +18,7 @@ class CallbackComparator final : public leveldb::Comparator {
   using CompareFn = int (*)(void* callable, const char* a, size_t a_len, const char* b,
                             size_t b_len);
 
+  // `callable` is borrowed: the bridge keeps it alive for as long as the comparator.
   CallbackComparator(std::string name, void* callable, CompareFn compare)
       : name_(std::move(name)), callable_(callable), compare_(compare) {}
 

@@ -125,7 +125,7 @@ cdef class _Handle:
     cdef unique_ptr[ldb.Cache] block_cache
     cdef const ldb.Comparator* order  # the one LevelDB uses (custom or bytewise); borrowed
     cdef object control  # owned: the Env's callbacks borrow it
-    cdef object comparator_fn  # owned: the comparator's callback borrows it
+    cdef tuple comparator_state  # owned: (callable, comparator_name), the comparator's callback borrows it
     cdef bint retired  # replaced by a follower's refresh(): closes its control path when freed
 
     def __cinit__(self):
@@ -159,9 +159,9 @@ cdef class _Handle:
             self.filter_policy.reset(<ldb.FilterPolicy*>ldb.NewBloomFilterPolicy(config.bloom_filter_bits))
             opts.filter_policy = self.filter_policy.get()
         if config.comparator is not None:
-            self.comparator_fn = config.comparator
+            self.comparator_state = (config.comparator, config.comparator_name)
             self.comparator.reset(<ldb.Comparator*>new ldb.CallbackComparator(
-                config.comparator_name, <void*>self.comparator_fn, compare_keys))
+                config.comparator_name, <void*>self.comparator_state, compare_keys))
             self.order = self.comparator.get()
             opts.comparator = self.order
         return 0

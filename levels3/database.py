@@ -90,6 +90,14 @@ class DB(_native.NativeDB):
     keyword arguments before ``read_only`` are LevelDB's (as in plyvel);
     ``read_only=True`` opens a follower, ``checkpoint=`` a checkpoint, and the
     remaining keywords (or ``options=``) are store options (StoreOptions).
+
+    A custom ``comparator(a, b)`` must return a negative, zero or positive int
+    for any two keys. It is tried on a few sample keys at open: a result that is
+    not an int, or raising on every sample, is a TypeError there. A comparison
+    that fails later (raises, or returns a non-int) aborts the process, as in
+    plyvel, after printing the exception and the comparator's name and repr to
+    stderr: LevelDB cannot continue without the order, and a wrong one would
+    corrupt the database.
     """
 
     # No instance __dict__: a method lookup on the hot path (db.get) then skips it.
