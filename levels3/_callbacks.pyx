@@ -14,7 +14,7 @@ control path and levels3.errors only.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
-from libc.stdio cimport fflush, fprintf, stderr
+from libc.stdio cimport fflush, fwrite, stderr
 from libc.string cimport memcpy
 from libc.stdlib cimport abort
 from libcpp.string cimport string
@@ -23,8 +23,11 @@ from libcpp.vector cimport vector
 cimport levels3._leveldb as ldb
 
 import logging
+import sys
+import traceback
 
 from levels3.errors import CorruptionError, ObjectNotFound
+from levels3.leveldb_options import comparison_result
 
 _leveldb_log = logging.getLogger("levels3.leveldb")
 
@@ -186,18 +189,47 @@ cdef ldb.BackendCallbacks make_callbacks(object control) noexcept:
     return cb
 
 
-cdef int compare_keys(void* callable, const char* a, size_t a_len, const char* b,
+cdef int compare_keys(void* state, const char* a, size_t a_len, const char* b,
                      size_t b_len) noexcept with gil:
+    # ``state`` is the (callable, comparator_name) tuple the bridge's _Handle owns.
     # LevelDB cannot be told that a comparison failed; carrying on with a wrong
-    # order would corrupt the database, so (like plyvel) abort loudly instead.
+    # order would corrupt the database, so (like plyvel) abort, after saying why.
+    cdef tuple comparator = <tuple>state
+    key_a = a[:a_len]
+    key_b = b[:b_len]
     try:
-        result = (<object>callable)(a[:a_len], b[:b_len])
+        result = comparator[0](key_a, key_b)
+        if type(result) is not int:
+            result = comparison_result(result)  # raises TypeError for anything but an int
         if result < 0:
             return -1
         return 1 if result > 0 else 0
+    except BaseException as exc:
+        _abort_for(comparator, key_a, key_b, exc)
+        return 0  # not reached
+
+
+def _shorten(text, limit=80):
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+cdef void _abort_for(tuple comparator, bytes a, bytes b, BaseException exc) noexcept:
+    """Print which comparator failed on which keys, and why; then abort the process."""
+    cdef bytes lines = b"levels3: the custom comparator failed; aborting to protect the database\n"
+    try:
+        fn, name = comparator
+        message = (
+            f"levels3: comparator {name!r} ({_shorten(repr(fn), 200)}) failed comparing "
+            f"{_shorten(repr(a))} with {_shorten(repr(b))}:\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            + "levels3: LevelDB cannot go on without knowing the order of these keys, and going on "
+              "with a wrong one would corrupt the database: the process aborts. A comparator must "
+              "return a negative, zero or positive int for any two keys, and never raise.\n")
+        lines = message.encode("utf-8", "replace")
+        # Python's sys.stderr may hold buffered output of the program's: it goes first.
+        sys.stderr.flush()
     except BaseException:
-        import traceback
-        traceback.print_exc()
-        fprintf(stderr, b"levels3: the custom comparator raised; aborting to protect the database\n")
-        fflush(stderr)
-        abort()
+        pass
+    fwrite(<const char*>lines, 1, len(lines), stderr)
+    fflush(stderr)
+    abort()

@@ -166,3 +166,27 @@ cdef extern from "group_commit.h" namespace "levels3" nogil:
     cdef cppclass GroupCommit:
         GroupCommit(DB* db)
         Status Write(WriteBatch* batch)
+
+
+cdef extern from "thread_calls.h" namespace "levels3" nogil:
+    int CallsOnThisThread() noexcept
+
+
+cdef extern from "live_database.h" namespace "levels3" nogil:
+    cdef cppclass LiveDatabase:
+        LiveDatabase()
+        void Adopt(DB* db)
+        bool Enter() noexcept
+        void Leave() noexcept
+        bool refused() noexcept
+        bool inherited() noexcept
+        void Refuse() noexcept
+        void StopCalls()
+        void RefuseInherited() noexcept
+        DB* db() noexcept
+        GroupCommit* synced() noexcept
+        Iterator* NewIterator(const ReadOptions& options)
+        void DeleteIterator(Iterator* it)
+        const Snapshot* GetSnapshot()
+        void ReleaseSnapshot(const Snapshot* snapshot)
+        void Free()

@@ -15,10 +15,19 @@ exception reaches LevelDB as a Status carrying the token under which the
 control path keeps it; the call whose Status reports it raises
 ``control.error_for(...)``, chained to it. Reference ownership: a _Handle owns a reference to its control path, and
 the C++ Env borrows it (as a void*) for exactly as long as the _Handle lives.
+
+Threads and close(): every use of LevelDB is a call on the handle's
+LiveDatabase (csrc/live_database.h): begun before, ended before any Python code
+of ours runs again. close() refuses new calls (RuntimeError), waits without the
+GIL for those in flight, then frees the iterators and snapshots still alive,
+then LevelDB: nothing is freed under a call. After os.fork() the child's copies
+refuse every call with an error naming the opening process and are never freed
+(the child must not call into the parent's LevelDB, not even to free it).
 """
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.ref cimport Py_INCREF
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -31,6 +40,8 @@ from levels3._callbacks cimport compare_keys, make_callbacks
 from levels3._leveldb cimport Slice, Status
 
 import logging
+import os
+import weakref
 
 from levels3.errors import (
     CorruptionError,
@@ -124,29 +135,35 @@ def stop_callbacks():
 # Untracked, the handle's reference counts as external: its control is never
 # collected before it, and the handle goes when its last referrer does. Nothing it
 # references refers back to it, so it cannot be part of a cycle itself.
+@cython.final
 @cython.no_gc
 cdef class _Handle:
     """Owns the C++ objects behind one open database and frees them in order."""
     # Declared in the order free() releases them: LevelDB's own objects first
     # (deleting the DB uploads its WAL and MANIFEST tails through the Env), then
     # what it used.
-    cdef unique_ptr[ldb.GroupCommit] synced  # every synced write goes through it (csrc/group_commit.h)
-    cdef unique_ptr[ldb.DB] db
+    cdef ldb.LiveDatabase* live  # the DB, its group commit, iterators, snapshots, calls in flight; never NULL
     cdef unique_ptr[ldb.Env] env
     cdef unique_ptr[ldb.Comparator] comparator
     cdef unique_ptr[ldb.FilterPolicy] filter_policy
     cdef unique_ptr[ldb.Cache] block_cache
     cdef const ldb.Comparator* order  # the one LevelDB uses (custom or bytewise); borrowed
     cdef object control  # owned: the Env's callbacks borrow it
-    cdef object comparator_fn  # owned: the comparator's callback borrows it
+    cdef tuple comparator_state  # owned: (callable, comparator_name), the comparator's callback borrows it
     cdef bint retired  # replaced by a follower's refresh(): closes its control path when freed
+    cdef bint closing
+    cdef object opened_by  # the pid of the process that opened it
+    cdef str url
+    cdef object __weakref__
 
     def __cinit__(self):
         self.order = ldb.BytewiseComparator()
+        self.live = new ldb.LiveDatabase()
 
     cdef int configure(self, ldb.Options* opts, object control, object config) except -1:
         """Fill ``opts`` from a validated levels3.leveldb_options.LevelDBOptions."""
         self.control = control
+        self.url = control.location.url
         opts.reuse_logs = False
         opts.create_if_missing = config.create_if_missing
         opts.error_if_exists = config.error_if_exists
@@ -170,27 +187,57 @@ cdef class _Handle:
             self.filter_policy.reset(<ldb.FilterPolicy*>ldb.NewBloomFilterPolicy(config.bloom_filter_bits))
             opts.filter_policy = self.filter_policy.get()
         if config.comparator is not None:
-            self.comparator_fn = config.comparator
+            self.comparator_state = (config.comparator, config.comparator_name)
             self.comparator.reset(<ldb.Comparator*>new ldb.CallbackComparator(
-                config.comparator_name, <void*>self.comparator_fn, compare_keys))
+                config.comparator_name, <void*>self.comparator_state, compare_keys))
             self.order = self.comparator.get()
             opts.comparator = self.order
         self.env.reset(new_env(control, opts[0]))  # last: a paged Env sizes its reserve from opts
         opts.env = self.env.get()
         return 0
 
+    # -- calls: every use of LevelDB is one ------------------------------------------
+
+    cdef inline int begin(self) except -1:
+        """Begin a call (raises when the handle refuses them); end it with
+        ``self.live.Leave()`` before any code that could raise or run Python."""
+        if not self.live.Enter():
+            self.refuse()
+        return 0
+
+    cdef inline int check_open(self) except -1:
+        """Raise as begin() would, without beginning a call."""
+        if self.live.refused():
+            self.refuse()
+        return 0
+
+    cdef int refuse(self) except -1:
+        if self.live.inherited():
+            raise Error(f"{self.url} was opened in process {self.opened_by}, and this is process "
+                        f"{os.getpid()}: a database handle does not survive os.fork(); open the "
+                        f"database again after fork, in the process that uses it")
+        raise RuntimeError("Database is closed")
+
+    # -- closing ------------------------------------------------------------------
+
     cdef void free(self) noexcept nogil:
-        self.synced.reset()
-        self.db.reset()
+        self.live.Free()
         self.env.reset()
         self.comparator.reset()
         self.filter_policy.reset()
         self.block_cache.reset()
 
     def close(self):
-        """Free LevelDB (its WAL and MANIFEST upload their tails), then the control path."""
-        if self.control is None:
+        """Refuse new calls, wait for those in flight (without the GIL), free the iterators,
+        snapshots and LevelDB (its WAL and MANIFEST upload their tails), then close the control
+        path. Must not be called from inside a call of this handle (levels3.DB.close sees to it)."""
+        if self.control is None or self.closing:
             return
+        if self.live.inherited():
+            self.refuse()
+        self.closing = True
+        with nogil:
+            self.live.StopCalls()
         self.control.begin_close()
         with nogil:
             self.free()
@@ -198,6 +245,15 @@ cdef class _Handle:
         control.close()
 
     def __dealloc__(self):
+        if self.live.inherited():
+            # The parent's: never freed, not even its Python side (see the module docstring).
+            for owned in (self.control, self.comparator_state):
+                Py_INCREF(owned)
+            self.env.release()
+            self.comparator.release()
+            self.filter_policy.release()
+            self.block_cache.release()
+            return
         if self.retired and self.control is not None:
             try:
                 self.close()
@@ -205,6 +261,25 @@ cdef class _Handle:
                 _leveldb_log.exception("closing a refreshed-away generation failed")
         with nogil:
             self.free()
+        del self.live
+
+
+# Every _Handle with a LevelDB open, for the fork hook.
+_open_handles = weakref.WeakSet()
+
+
+def _refuse_inherited_handles():
+    """os.fork()'s hook in the child: every handle inherited from the parent refuses all use."""
+    for handle in list(_open_handles):
+        (<_Handle>handle).live.RefuseInherited()
+
+
+os.register_at_fork(after_in_child=_refuse_inherited_handles)
+
+
+def calls_in_flight_on_this_thread():
+    """How many calls into LevelDB (and comparator callbacks) the calling thread is inside."""
+    return ldb.CallsOnThisThread()
 
 
 def open_handle(object control, object config):
@@ -217,13 +292,14 @@ def open_handle(object control, object config):
     handle.configure(&opts, control, config)
     with nogil:
         st = ldb.DB_Open(opts, path, &db)
-        handle.db.reset(db)
     if not st.ok():
         with nogil:
             handle.free()
         raise_for_status(st, control)
+    handle.live.Adopt(db)
+    handle.opened_by = os.getpid()
+    _open_handles.add(handle)
     control.finish_open()
-    handle.synced.reset(new ldb.GroupCommit(handle.db.get()))
     return handle
 
 
@@ -248,7 +324,8 @@ cdef inline double _monotonic() noexcept nogil:
 
 cdef object _get(_Handle h, const ldb.Snapshot* snapshot, Slice key, object default,
                  bint verify_checksums, bint fill_cache):
-    """DB.get and Snapshot.get: the value under key, or default."""
+    """DB.get and Snapshot.get: the value under key, or default. The caller has begun
+    a call on ``h``; this ends it."""
     cdef ldb.ReadOptions ro
     cdef string value
     cdef Status st
@@ -256,7 +333,8 @@ cdef object _get(_Handle h, const ldb.Snapshot* snapshot, Slice key, object defa
     ro.fill_cache = fill_cache
     ro.snapshot = snapshot
     with nogil:
-        st = h.db.get().Get(ro, key, &value)
+        st = h.live.db().Get(ro, key, &value)
+        h.live.Leave()
     if st.IsNotFound():
         return default
     raise_for_status(st, h.control)
@@ -264,13 +342,15 @@ cdef object _get(_Handle h, const ldb.Snapshot* snapshot, Slice key, object defa
 
 
 cdef bint _has(_Handle h, const ldb.Snapshot* snapshot, Slice key) except -1:
-    """`key in db` and `key in snapshot`: a lookup (plyvel 1.5.1 iterates pairs instead)."""
+    """`key in db` and `key in snapshot`: a lookup (plyvel 1.5.1 iterates pairs instead).
+    The caller has begun a call on ``h``; this ends it."""
     cdef ldb.ReadOptions ro
     cdef string value
     cdef Status st
     ro.snapshot = snapshot
     with nogil:
-        st = h.db.get().Get(ro, key, &value)
+        st = h.live.db().Get(ro, key, &value)
+        h.live.Leave()
     if st.IsNotFound():
         return False
     raise_for_status(st, h.control)
@@ -282,9 +362,14 @@ cdef bint _has(_Handle h, const ldb.Snapshot* snapshot, Slice key) except -1:
 # ---------------------------------------------------------------------------
 
 cdef class NativeDB:
-    """The native core of :class:`levels3.DB` (which opens it): the data calls on one handle."""
+    """The native core of :class:`levels3.DB` (which opens it): the data calls on one handle.
+
+    Any number of threads may use it at once. close() waits for the calls in
+    flight to finish; every call that starts after it began raises
+    RuntimeError, and so does every later use of an iterator or snapshot.
+    """
     cdef _Handle _h
-    cdef object _children  # open iterators and snapshots, closed before the DB
+    cdef object _retired  # handles a follower's refresh() replaced, alive while their iterators are
     cdef readonly bint read_only
     cdef object __weakref__
     # A writer's every write checks its lease: in C while the lease's deadline (as
@@ -295,8 +380,7 @@ cdef class NativeDB:
     cdef double _lease_valid_until  # time.monotonic() seconds
 
     def __cinit__(self):
-        import weakref
-        self._children = weakref.WeakSet()
+        self._retired = weakref.WeakSet()
 
     # -- the handle, as levels3.DB manages it -------------------------------
 
@@ -316,20 +400,50 @@ cdef class NativeDB:
 
     def _swap_handle(self, _Handle new not None):
         """A follower's refresh: later calls use ``new``; the old handle is freed (and its
-        control path closed) once the iterators and snapshots made from it are gone."""
+        control path closed) once the iterators and snapshots made from it are gone, or
+        by close()."""
         cdef _Handle old = self._h
         self._h = new
         old.retired = True
+        self._retired.add(old)
+
+    def _check_process(self):
+        """Raise if this process did not open the database (a forked child)."""
+        if self._h is not None and self._h.live.inherited():
+            self._h.refuse()
+
+    @property
+    def _inherited_from(self):
+        """The pid of the process that opened the database, when this process inherited it
+        through fork (and so cannot use it); else None."""
+        if self._h is not None and self._h.live.inherited():
+            return self._h.opened_by
+        return None
+
+    def _refuse_calls(self):
+        """From now on every call raises RuntimeError; those in flight go on (see close)."""
+        if self._h is not None:
+            self._h.live.Refuse()
 
     def _close_handle(self):
-        """Close the iterators and snapshots, then the handle (LevelDB, then the control path)."""
+        """Wait for the calls in flight, then free the iterators, snapshots and LevelDB of
+        every generation, then close their control paths. From a forked child: raises."""
         cdef _Handle handle = self._h
         if handle is None:
             return
-        for child in list(self._children):
-            child.close()
+        if handle.live.inherited():
+            handle.refuse()
+        handles = [handle, *self._retired]
         self._h = None
-        handle.close()
+        self._retired = weakref.WeakSet()
+        error = None
+        for each in handles:
+            try:
+                each.close()
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     cdef inline int _check_writable(self) except -1:
         if self.read_only:
@@ -344,12 +458,22 @@ cdef class NativeDB:
         # The lease's clock is its own (injectable); keep only the time left, on ours.
         self._lease_valid_until = _monotonic() + (lease.deadline - lease.clock())
 
-    cdef inline _Handle _live(self):
-        """The open handle; callers keep it referenced across their nogil call, so a
-        follower's refresh() can swap in a new one without freeing it under them."""
+    cdef inline _Handle _open_handle(self):
+        """The open handle (raises if closed, or inherited through fork), no call begun.
+        Callers keep it referenced while they use it, so a follower's refresh() can
+        swap in a new one without freeing it under them."""
         cdef _Handle h = self._h
-        if h is None or h.db.get() == NULL:
+        if h is None:
             raise RuntimeError("Database is closed")
+        h.check_open()
+        return h
+
+    cdef inline _Handle _begin(self):
+        """The open handle with a call begun on it (see _Handle.begin)."""
+        cdef _Handle h = self._h
+        if h is None:
+            raise RuntimeError("Database is closed")
+        h.begin()
         return h
 
     # -- hot path --------------------------------------------------------
@@ -357,11 +481,19 @@ cdef class NativeDB:
     def get(self, key, default=None, *, verify_checksums=False, fill_cache=True):
         """Value stored under key, or default."""
         cdef Slice k = to_slice(key)
-        return _get(self._live(), NULL, k, default, verify_checksums, fill_cache)
+        cdef _Handle h = self._h  # (spelled out, not _begin(): this is the hot path)
+        if h is None:
+            raise RuntimeError("Database is closed")
+        h.begin()
+        return _get(h, NULL, k, default, verify_checksums, fill_cache)
 
     def __contains__(self, key):
         cdef Slice k = to_slice(key)
-        return _has(self._live(), NULL, k)
+        cdef _Handle h = self._h
+        if h is None:
+            raise RuntimeError("Database is closed")
+        h.begin()
+        return _has(h, NULL, k)
 
     def put(self, key, value, *, sync=False):
         """Store value under key; with sync=True it is in the store on return."""
@@ -377,15 +509,19 @@ cdef class NativeDB:
             holder = _Value()
             holder.set(value)
             v = holder.slice
-        cdef _Handle h = self._live()
+        cdef _Handle h = self._open_handle()
         self._check_writable()
         if sync:
             batch.Put(k, v)
+            h.begin()
             with nogil:
-                st = h.synced.get().Write(&batch)
+                st = h.live.synced().Write(&batch)
+                h.live.Leave()
         else:
+            h.begin()
             with nogil:
-                st = h.db.get().Put(wo, k, v)
+                st = h.live.db().Put(wo, k, v)
+                h.live.Leave()
         raise_for_status(st, h.control)
 
     def delete(self, key, *, sync=False):
@@ -394,45 +530,51 @@ cdef class NativeDB:
         cdef ldb.WriteBatch batch
         cdef Status st
         cdef Slice k = to_slice(key)
-        cdef _Handle h = self._live()
+        cdef _Handle h = self._open_handle()
         self._check_writable()
         if sync:
             batch.Delete(k)
+            h.begin()
             with nogil:
-                st = h.synced.get().Write(&batch)
+                st = h.live.synced().Write(&batch)
+                h.live.Leave()
         else:
+            h.begin()
             with nogil:
-                st = h.db.get().Delete(wo, k)
+                st = h.live.db().Delete(wo, k)
+                h.live.Leave()
         raise_for_status(st, h.control)
 
     # -- the rest of the data API ------------------------------------------
 
     def sync(self):
         """Make every write so far durable in the store (like a synced empty write)."""
-        cdef _Handle h = self._live()
+        cdef _Handle h = self._open_handle()
         self._check_writable()
         cdef ldb.WriteBatch empty
         cdef Status st
+        h.begin()
         with nogil:
-            st = h.synced.get().Write(&empty)
+            st = h.live.synced().Write(&empty)
+            h.live.Leave()
         raise_for_status(st, h.control)
 
     def write_batch(self, *, transaction=False, sync=False):
         """A WriteBatch; as a context manager it writes on exit."""
-        self._live()
+        self._open_handle()
         return WriteBatch._new(self, b"", transaction, sync)
 
     def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
                  include_stop=False, prefix=None, include_key=True, include_value=True,
                  verify_checksums=False, fill_cache=True):
         """An iterator over a key range (plyvel semantics)."""
-        self._live()
+        self._open_handle()
         return Iterator._new(self, None, b"", reverse, start, stop, include_start, include_stop,
                              prefix, include_key, include_value, verify_checksums, fill_cache)
 
     def raw_iterator(self, *, verify_checksums=False, fill_cache=True):
         """A thin wrapper around leveldb::Iterator."""
-        self._live()
+        self._open_handle()
         return RawIterator._new(self, None, verify_checksums, fill_cache)
 
     def __iter__(self):
@@ -440,7 +582,6 @@ cdef class NativeDB:
 
     def snapshot(self):
         """A consistent read-only view of the database at this moment."""
-        self._live()
         return Snapshot._new(self, b"")
 
     def prefixed_db(self, bytes prefix not None):
@@ -453,19 +594,19 @@ cdef class NativeDB:
 
     def get_property(self, name):
         """A LevelDB property such as b'leveldb.stats', or None."""
-        cdef _Handle h = self._live()
         cdef Slice n = to_slice(name, "property name")
         cdef string value
         cdef bint found
+        cdef _Handle h = self._begin()
         with nogil:
-            found = h.db.get().GetProperty(n, &value)
+            found = h.live.db().GetProperty(n, &value)
+            h.live.Leave()
         if not found:
             return None
         return PyBytes_FromStringAndSize(value.data(), value.size())
 
     def compact_range(self, *, start=None, stop=None):
         """Compact the key range [start, stop] (None: unbounded)."""
-        cdef _Handle h = self._live()
         cdef Slice s, e
         cdef Slice* sp = NULL
         cdef Slice* ep = NULL
@@ -475,8 +616,10 @@ cdef class NativeDB:
         if stop is not None:
             e = to_slice(stop)
             ep = &e
+        cdef _Handle h = self._begin()
         with nogil:
-            h.db.get().CompactRange(sp, ep)
+            h.live.db().CompactRange(sp, ep)
+            h.live.Leave()
         # CompactRange reports nothing: a lease lost meanwhile must not pass unnoticed.
         if self._has_lease and not self._lease.valid:
             raise LeaseLostError("the lease on the database was lost during compaction")
@@ -487,9 +630,9 @@ cdef class NativeDB:
 
     def approximate_sizes(self, *ranges):
         """Approximate bytes on disk for each (start, stop) range."""
-        cdef _Handle h = self._live()
         cdef vector[ldb.Range] cranges
         cdef vector[uint64_t] sizes
+        self._open_handle()
         keep = []
         for start, stop in ranges:
             to_slice(start)
@@ -501,14 +644,17 @@ cdef class NativeDB:
         sizes.resize(n)
         for start, stop in keep:
             cranges.push_back(ldb.Range(to_slice(start), to_slice(stop)))
+        cdef _Handle h = self._begin()
         with nogil:
-            h.db.get().GetApproximateSizes(cranges.data(), n, sizes.data())
+            h.live.db().GetApproximateSizes(cranges.data(), n, sizes.data())
+            h.live.Leave()
         return [sizes[i] for i in range(n)]
 
     @property
     def closed(self):
-        return self._h is None or self._h.db.get() == NULL
-
+        """True once close() has begun (or the database never opened, or this process
+        inherited it through fork and so cannot use it)."""
+        return self._h is None or self._h.live.refused()
 
 
 # ---------------------------------------------------------------------------
@@ -547,7 +693,7 @@ cdef class WriteBatch:
             holder = _Value()
             holder.set(value)
             v = holder.slice
-        self._db._live()
+        self._db._open_handle()
         if self._prefix:
             key = self._prefix + key
         k = to_slice(key)
@@ -556,45 +702,48 @@ cdef class WriteBatch:
     def delete(self, key):
         if not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
-        self._db._live()
+        self._db._open_handle()
         if self._prefix:
             key = self._prefix + key
         self._batch.Delete(to_slice(key))
 
     def clear(self):
-        self._db._live()
+        self._db._open_handle()
         self._batch.Clear()
 
     def append(self, WriteBatch source not None):
         """Add every operation of another batch to this one."""
-        self._db._live()
+        self._db._open_handle()
         self._batch.Append(source._batch)
 
     def approximate_size(self):
-        self._db._live()
+        self._db._open_handle()
         return self._batch.ApproximateSize()
 
     def write(self):
         """Apply the batch atomically; it stays filled (as in plyvel)."""
-        cdef _Handle h = self._db._live()
+        cdef _Handle h = self._db._open_handle()
         cdef ldb.WriteOptions wo
         cdef Status st
         self._db._check_writable()
+        h.begin()
         if self._sync:
             with nogil:
-                st = h.synced.get().Write(&self._batch)
+                st = h.live.synced().Write(&self._batch)
+                h.live.Leave()
         else:
             with nogil:
-                st = h.db.get().Write(wo, &self._batch)
+                st = h.live.db().Write(wo, &self._batch)
+                h.live.Leave()
         raise_for_status(st, h.control)
 
     def __enter__(self):
-        self._db._live()
+        self._db._open_handle()
         return self
 
     def __exit__(self, exc_type, exc, tb):
         # As plyvel: the batch is empty afterwards, written or not.
-        self._db._live()
+        self._db._open_handle()
         if self._transaction and exc_type is not None:
             self._batch.Clear()  # a transaction that raised writes nothing
             return
@@ -606,11 +755,14 @@ cdef class WriteBatch:
 # Snapshots and prefixed views
 # ---------------------------------------------------------------------------
 
-# Keeps _h until __dealloc__ has released the LevelDB object: cleared first by the garbage
-# collector, the handle (and LevelDB) could go while it still pins a version.
-@cython.no_gc_clear
+@cython.no_gc_clear  # __dealloc__ needs _h to release the snapshot
 cdef class Snapshot:
-    """A consistent read-only view (plyvel.Snapshot)."""
+    """A consistent read-only view (plyvel.Snapshot).
+
+    Any number of threads may read through it at once; close() must not race
+    its own reads. Closing the database releases it (later use raises
+    RuntimeError).
+    """
     cdef NativeDB _db
     cdef _Handle _h  # the LevelDB instance the snapshot belongs to
     cdef const ldb.Snapshot* _snap
@@ -623,38 +775,47 @@ cdef class Snapshot:
     @staticmethod
     cdef Snapshot _new(NativeDB db, bytes prefix):
         cdef Snapshot self = Snapshot.__new__(Snapshot)
-        cdef _Handle h = db._live()
-        self._db = db
-        self._h = h
-        self._prefix = prefix
+        cdef _Handle h = db._begin()
         # GetSnapshot/ReleaseSnapshot take the DB mutex, which a compaction
         # thread may hold while it waits for the GIL: never call them holding it.
         with nogil:
-            self._snap = h.db.get().GetSnapshot()
-        db._children.add(self)
+            self._snap = h.live.GetSnapshot()
+            h.live.Leave()
+        self._db = db
+        self._h = h
+        self._prefix = prefix
         return self
 
+    cdef inline int _begin(self) except -1:
+        """Begin a call on the snapshot's handle (end it with self._h.live.Leave())."""
+        self._h.begin()
+        if self._snap == NULL:
+            self._h.live.Leave()
+            raise RuntimeError("Snapshot is closed")
+        return 0
+
     cdef inline int _check(self) except -1:
-        if self._snap == NULL or self._h.db.get() == NULL:
-            raise RuntimeError("Database or snapshot is closed")
+        self._h.check_open()
+        if self._snap == NULL:
+            raise RuntimeError("Snapshot is closed")
         return 0
 
     def get(self, key, default=None, *, verify_checksums=False, fill_cache=True):
         if not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
-        self._check()
         if self._prefix:
             key = self._prefix + key
         cdef Slice k = to_slice(key)
+        self._begin()
         return _get(self._h, self._snap, k, default, verify_checksums, fill_cache)
 
     def __contains__(self, key):
         if not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
-        self._check()
         if self._prefix:
             key = self._prefix + key
         cdef Slice k = to_slice(key)
+        self._begin()
         return _has(self._h, self._snap, k)
 
     def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
@@ -677,11 +838,17 @@ cdef class Snapshot:
         return self.iterator()
 
     cdef void _release(self) noexcept:
-        # GetSnapshot/ReleaseSnapshot take the DB mutex: never hold the GIL around them.
-        if self._snap != NULL and self._h is not None and self._h.db.get() != NULL:
-            with nogil:
-                self._h.db.get().ReleaseSnapshot(self._snap)
+        cdef const ldb.Snapshot* snap = self._snap
+        cdef _Handle h = self._h
         self._snap = NULL
+        if snap == NULL or h is None:
+            return
+        # Refused: the database is closing (it releases what is registered) or was
+        # inherited through fork (nothing of it may be touched).
+        if h.live.Enter():
+            with nogil:
+                h.live.ReleaseSnapshot(snap)
+                h.live.Leave()
 
     def close(self):
         self._release()
@@ -737,7 +904,7 @@ cdef class PrefixedDB:
     def iterator(self, *, reverse=False, start=None, stop=None, include_start=True,
                  include_stop=False, prefix=None, include_key=True, include_value=True,
                  verify_checksums=False, fill_cache=True):
-        self.db._live()
+        self.db._open_handle()
         return Iterator._new(self.db, None, self.prefix, reverse, start, stop, include_start,
                              include_stop, prefix, include_key, include_value,
                              verify_checksums, fill_cache)
@@ -746,7 +913,6 @@ cdef class PrefixedDB:
         return self.iterator()
 
     def snapshot(self):
-        self.db._live()
         return Snapshot._new(self.db, self.prefix)
 
     def prefixed_db(self, bytes prefix not None):
@@ -760,10 +926,15 @@ cdef class PrefixedDB:
 # Iterators
 # ---------------------------------------------------------------------------
 
-# Keeps _h until __dealloc__ has released the LevelDB object: cleared first by the garbage
-# collector, the handle (and LevelDB) could go while it still pins a version.
-@cython.no_gc_clear
+@cython.no_gc_clear  # __dealloc__ needs _h to delete the C++ iterator
 cdef class _BaseIterator:
+    """What both iterators share: the C++ iterator, registered with its handle.
+
+    An iterator is for one thread at a time (as LevelDB's), and its close()
+    must not race its own use. Closing the database deletes it (later use raises
+    RuntimeError), whether or not its Python object is still waiting for
+    garbage collection.
+    """
     cdef NativeDB _db
     cdef _Handle _h  # the LevelDB instance the iterator belongs to
     cdef object _snapshot  # keeps a snapshot alive while iterating it
@@ -772,22 +943,39 @@ cdef class _BaseIterator:
 
     cdef int _init(self, NativeDB db, Snapshot snapshot, bint verify_checksums, bint fill_cache) except -1:
         cdef ldb.ReadOptions ro
-        cdef _Handle h = snapshot._h if snapshot is not None else db._live()
-        self._db = db
-        self._h = h
-        self._snapshot = snapshot
+        cdef _Handle h
         ro.verify_checksums = verify_checksums
         ro.fill_cache = fill_cache
         if snapshot is not None:
+            snapshot._begin()
+            h = snapshot._h
             ro.snapshot = snapshot._snap
+        else:
+            h = db._begin()
         with nogil:
-            self._it = h.db.get().NewIterator(ro)
-        db._children.add(self)
+            self._it = h.live.NewIterator(ro)
+            h.live.Leave()
+        self._db = db
+        self._h = h
+        self._snapshot = snapshot
         return 0
 
-    cdef inline int _check(self) except -1:
+    cdef inline int _begin(self) except -1:
+        """Begin a call on the iterator's handle; end it with _end() (in a finally)."""
+        self._h.begin()
         if self._it == NULL:
-            raise RuntimeError("Database or iterator is closed")
+            self._h.live.Leave()
+            raise RuntimeError("Iterator is closed")
+        return 0
+
+    cdef inline void _end(self) noexcept:
+        self._h.live.Leave()
+
+    cdef inline int _check(self) except -1:
+        """Raise as _begin() would, without beginning a call (for moves that touch no LevelDB)."""
+        self._h.check_open()
+        if self._it == NULL:
+            raise RuntimeError("Iterator is closed")
         return 0
 
     cdef inline int _check_status(self) except -1:
@@ -796,10 +984,17 @@ cdef class _BaseIterator:
         return 0
 
     cdef void _release(self) noexcept:
-        if self._it != NULL:
+        cdef ldb.Iterator* it = self._it
+        cdef _Handle h = self._h
+        self._it = NULL
+        if it == NULL or h is None:
+            return
+        # Refused: the database is closing (it deletes what is registered) or was
+        # inherited through fork (nothing of it may be touched).
+        if h.live.Enter():
             with nogil:  # deleting a DBIter takes the DB mutex
-                del self._it
-            self._it = NULL
+                h.live.DeleteIterator(it)
+                h.live.Leave()
 
     def close(self):
         self._release()
@@ -1011,13 +1206,22 @@ cdef class Iterator(_BaseIterator):
         return self
 
     def __next__(self):
-        self._check()
-        return self._real_prev() if self._reverse else self._real_next()
+        cdef _Handle h = self._h  # (spelled out, not _begin(): this is the hot path)
+        h.begin()
+        try:
+            if self._it == NULL:
+                raise RuntimeError("Iterator is closed")
+            return self._real_prev() if self._reverse else self._real_next()
+        finally:
+            h.live.Leave()
 
     def prev(self):
         """Move one entry against the iteration direction and return it."""
-        self._check()
-        return self._real_next() if self._reverse else self._real_prev()
+        self._begin()
+        try:
+            return self._real_next() if self._reverse else self._real_prev()
+        finally:
+            self._end()
 
     def seek_to_start(self):
         """Move before the first entry of the key range (for a reverse iterator: its end)."""
@@ -1037,10 +1241,15 @@ cdef class Iterator(_BaseIterator):
         """
         if not isinstance(target, bytes):
             raise TypeError(f"target must be bytes, not {type(target).__name__}")
-        self._check()
         if self._db_prefix:
             target = self._db_prefix + target
-        cdef Slice t = to_slice(target)
+        self._begin()
+        try:
+            self._seek(to_slice(target))
+        finally:
+            self._end()
+
+    cdef int _seek(self, Slice t) except -1:
         cdef ldb.Iterator* it = self._it
         if self._start is not None and self._order.Compare(t, self._start_slice) < 0:
             t = self._start_slice
@@ -1056,9 +1265,10 @@ cdef class Iterator(_BaseIterator):
         if not it.Valid():
             self._check_status()
             self._state = AFTER_STOP
-            return
+            return 0
         self._state = SEEKED
         self._check_status()
+        return 0
 
 
 cdef class RawIterator(_BaseIterator):
@@ -1073,55 +1283,75 @@ cdef class RawIterator(_BaseIterator):
         self._init(db, snapshot, verify_checksums, fill_cache)
         return self
 
-    cdef inline int _check_valid(self) except -1:
-        self._check()
+    cdef inline int _begin_valid(self) except -1:
+        """_begin(), and raise (ending it) unless the iterator is on an entry."""
+        self._begin()
         if not self._it.Valid():
+            self._end()
             raise IteratorInvalidError("the iterator is not positioned on an entry")
         return 0
 
+    cdef inline int _end_checked(self) except -1:
+        """End the call, then raise if the iterator's status is an error."""
+        cdef Status st = self._it.status()
+        self._end()
+        raise_for_status(st, self._h.control)
+        return 0
+
     def valid(self):
-        self._check()
-        return self._it.Valid()
+        self._begin()
+        cdef bint valid = self._it.Valid()
+        self._end()
+        return valid
 
     def seek_to_first(self):
-        self._check()
+        self._begin()
         with nogil:
             self._it.SeekToFirst()
-        self._check_status()
+        self._end_checked()
 
     def seek_to_last(self):
-        self._check()
+        self._begin()
         with nogil:
             self._it.SeekToLast()
-        self._check_status()
+        self._end_checked()
 
     def seek(self, target):
         cdef Slice t = to_slice(target, "target")
-        self._check()
+        self._begin()
         with nogil:
             self._it.Seek(t)
-        self._check_status()
+        self._end_checked()
 
     def next(self):
-        self._check_valid()
+        self._begin_valid()
         with nogil:
             self._it.Next()
-        self._check_status()
+        self._end_checked()
 
     def prev(self):
-        self._check_valid()
+        self._begin_valid()
         with nogil:
             self._it.Prev()
-        self._check_status()
+        self._end_checked()
 
     def key(self):
-        self._check_valid()
-        return slice_to_bytes(self._it.key())
+        self._begin_valid()
+        try:
+            return slice_to_bytes(self._it.key())
+        finally:
+            self._end()
 
     def value(self):
-        self._check_valid()
-        return slice_to_bytes(self._it.value())
+        self._begin_valid()
+        try:
+            return slice_to_bytes(self._it.value())
+        finally:
+            self._end()
 
     def item(self):
-        self._check_valid()
-        return slice_to_bytes(self._it.key()), slice_to_bytes(self._it.value())
+        self._begin_valid()
+        try:
+            return slice_to_bytes(self._it.key()), slice_to_bytes(self._it.value())
+        finally:
+            self._end()

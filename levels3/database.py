@@ -5,14 +5,16 @@ iterators and batches are C methods called directly) plus the policy around
 it, in Python: which control path to open (engine.writer or engine.follower),
 the follower's retries when the store changed under its LIST, the flush and
 refresh threads, a follower's refresh, checkpoints, and closing every open
-database before the interpreter finalises. May call the bridge, the engine and
-levels3.leveldb_options.
+database before the interpreter finalises (in the process that opened it only:
+a forked child runs nothing on its parent's behalf). May call the bridge, the
+engine, levels3.options and levels3.leveldb_options.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import weakref
 from typing import Any, Callable
@@ -23,7 +25,7 @@ from .engine.follower import FollowerControl
 from .engine.writer import WriterControl
 from .errors import CorruptionError, Error, StaleVersionError
 from .leveldb_options import LevelDBOptions
-from .options import StoreOptions
+from .options import DB_NUMBER_RULES, StoreOptions
 
 log = logging.getLogger("levels3.leveldb")
 
@@ -33,6 +35,11 @@ FOLLOWER_OPEN_ATTEMPTS = 3
 # Open databases are closed before the interpreter finalises: afterwards a
 # LevelDB thread asking for the GIL would be killed and hang the process.
 _open_databases: "weakref.WeakSet[DB]" = weakref.WeakSet()
+
+
+# A forked child does not own its parent's databases: it must not close them at exit
+# (the bridge makes each inherited handle refuse every use).
+os.register_at_fork(after_in_child=_open_databases.clear)
 
 
 @atexit.register
@@ -83,12 +90,6 @@ def _lease_loss_flagger(db_ref: "weakref.ref[DB]") -> Callable[[str], None]:
     return flag
 
 
-def _positive_seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, not {value!r}")
-    return float(value)
-
-
 class DB(_native.NativeDB):
     """A LevelDB database stored in an object store (drop-in for plyvel.DB).
 
@@ -96,6 +97,24 @@ class DB(_native.NativeDB):
     keyword arguments before ``read_only`` are LevelDB's (as in plyvel);
     ``read_only=True`` opens a follower, ``checkpoint=`` a checkpoint, and the
     remaining keywords (or ``options=``) are store options (StoreOptions).
+
+    Threads may share one DB. ``close()`` waits for the calls in flight, then
+    closes; any call that starts later raises RuntimeError, and so does any later
+    use of an iterator or snapshot.
+
+    A custom ``comparator(a, b)`` must return a negative, zero or positive int
+    for any two keys. It is tried on a few sample keys at open: a result that is
+    not an int, or raising on every sample, is a TypeError there. A comparison
+    that fails later (raises, or returns a non-int) aborts the process, as in
+    plyvel, after printing the exception and the comparator's name and repr to
+    stderr: LevelDB cannot continue without the order, and a wrong one would
+    corrupt the database.
+
+    A DB belongs to the process that opened it. After ``os.fork()`` (and so in
+    a ``multiprocessing`` worker started by fork), every use of an inherited DB
+    in the child raises levels3.Error naming the opening process, and nothing
+    of it runs there (no close at exit, no clean-up): open the database again
+    in the child, after the fork.
     """
 
     # No instance __dict__: a method lookup on the hot path (db.get) then skips it.
@@ -112,6 +131,7 @@ class DB(_native.NativeDB):
                  **store_options: Any) -> None:
         if not self.closed:
             raise RuntimeError("DB.__init__ called twice")
+        refresh_interval = DB_NUMBER_RULES["refresh_interval"].check("refresh_interval", refresh_interval)
         config = LevelDBOptions(
             create_if_missing=create_if_missing, error_if_exists=error_if_exists, paranoid_checks=paranoid_checks,
             write_buffer_size=write_buffer_size, max_open_files=max_open_files, lru_cache_size=lru_cache_size,
@@ -122,8 +142,6 @@ class DB(_native.NativeDB):
         self._threads: list[tuple[threading.Event, threading.Thread]] = []
         self._config = config
         read_only = bool(read_only) or checkpoint is not None or refresh_interval is not None
-        if refresh_interval is not None:
-            refresh_interval = _positive_seconds("refresh_interval", refresh_interval)
         control: EnvControl
         if read_only:
             control, handle = _open_follower(
@@ -181,6 +199,7 @@ class DB(_native.NativeDB):
         """Follow the writer: move this read-only view to its newest committed state,
         synced writes still in the WAL included. Iterators and snapshots taken
         before keep reading the state they were made from."""
+        self._check_process()  # first: in a forked child, the lock may be held by a thread that did not survive
         if not self.read_only or self._control.checkpoint is not None:
             raise Error("refresh() is for followers opened with read_only=True")
         with self._close_lock:
@@ -204,20 +223,37 @@ class DB(_native.NativeDB):
 
     def stats(self) -> dict[str, Any]:
         """Request counters, bytes moved and cache state (see README)."""
+        self._check_process()
         return self._control.stats()
 
     # -- closing -------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the database: upload what is left, release the lock, drop the cache."""
+        """Close the database: upload what is left, release the lock, drop the cache.
+
+        Calls in flight in other threads finish first (close() waits for them
+        without holding the GIL); calls that start after close() began raise
+        RuntimeError. Called from inside a call on this thread (a comparator, or a
+        signal handler that ran during a call), it cannot wait for that call: it
+        refuses new calls at once and leaves the rest of the closing to a
+        thread of its own, which the interpreter waits for at exit. In a forked
+        child it raises levels3.Error and does nothing (see the class docstring).
+        """
+        if getattr(self, "_close_lock", None) is None:
+            return  # __init__ failed before anything was opened
+        self._check_process()
+        if _native.calls_in_flight_on_this_thread():
+            self._refuse_calls()
+            threading.Thread(target=self._close_now, name="levels3-close").start()
+            return
+        self._close_now()
+
+    def _close_now(self) -> None:
         for stop, thread in getattr(self, "_threads", ()):
             stop.set()
             if thread is not threading.current_thread():
                 thread.join()
-        lock = getattr(self, "_close_lock", None)
-        if lock is None:
-            return  # __init__ failed before anything was opened
-        with lock:
+        with self._close_lock:
             _open_databases.discard(self)
             self._close_handle()
 
@@ -228,7 +264,8 @@ class DB(_native.NativeDB):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
+        parent = self._inherited_from
+        state = f"inherited from process {parent}: unusable here" if parent else "closed" if self.closed else "open"
         control = getattr(self, "_control", None)
         url = control.location.url if control is not None else getattr(self, "name", None)
         return f"<levels3.DB {url!r} ({state})>"

@@ -38,12 +38,12 @@ print("written", flush=True)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: a comparator is not checked at open")
 @pytest.mark.parametrize("body", [
     "lambda a, b: None",
     "lambda a, b: 'less'",
     "lambda a, b: 0.5 if a < b else -0.5",
     "lambda a, b: (a > b) - (a < b) if a and b else None",
+    "lambda a, b: a > b",  # a bool cannot say "less": keys would compare equal
 ])
 def test_comparator_returning_a_non_int_is_a_type_error_at_open(tmp_path, body):
     result = run_python(OPEN_SCRIPT, str(tmp_path / "db"), body, timeout=60)
@@ -52,7 +52,6 @@ def test_comparator_returning_a_non_int_is_a_type_error_at_open(tmp_path, body):
     assert "comparator" in result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: a comparator is not checked at open")
 def test_comparator_raising_at_open_is_refused_at_open(tmp_path):
     result = run_python(OPEN_SCRIPT, str(tmp_path / "db"), "lambda a, b: 1 // 0", timeout=60)
     assert_clean_exit(result)
@@ -82,7 +81,6 @@ print("after the bad key", flush=True)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 8: the abort does not say which comparator failed")
 @pytest.mark.parametrize("failure, shown", [("raises", "ValueError: boom-marker"), ("returns_none", "TypeError")])
 def test_comparator_failing_later_aborts_and_says_why(tmp_path, failure, shown):
     result = run_python(LATER_SCRIPT, str(tmp_path / "db"), failure, timeout=60)
@@ -90,3 +88,27 @@ def test_comparator_failing_later_aborts_and_says_why(tmp_path, failure, shown):
     assert "before the bad key" in result.stdout and "after the bad key" not in result.stdout
     assert shown in result.stderr, result.stderr
     assert "marker-cmp" in result.stderr and "marker_compare" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("body", [
+    # made for decimal keys: raises ValueError on most sample keys, answers on the digits
+    "lambda a, b: int(a) - int(b)",
+    # an int-like result (as numpy's ints are): its __index__ is used
+    "lambda a, b: type('Order', (), {'__index__': lambda self: (a > b) - (a < b)})()",
+])
+def test_comparator_that_answers_some_samples_with_ints_opens(tmp_path, body):
+    script = OPEN_SCRIPT.replace('(b"a", b"b", b"c", b"ab")', '(b"10", b"9", b"100", b"0")')
+    result = run_python(script, str(tmp_path / "db"), body, timeout=60)
+    assert_clean_exit(result)
+    assert "opened" in result.stdout and "written" in result.stdout, result.stdout
+
+
+def test_keys_in_the_comparators_order(tmp_path):
+    """The comparator really decides the order (here: numeric, for decimal keys)."""
+    import levels3
+
+    with levels3.DB(str(tmp_path / "db"), create_if_missing=True, comparator=lambda a, b: int(a) - int(b),
+                    comparator_name=b"numeric") as db:
+        for key in (b"10", b"9", b"100", b"0"):
+            db.put(key, b"v")
+        assert [k for k, _ in db] == [b"0", b"9", b"10", b"100"]

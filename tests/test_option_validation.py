@@ -165,7 +165,6 @@ def test_rules_refuse_bad_leveldb_and_db_numbers(name, value):
         DB_NUMBER_RULES[name].check(name, value)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 6: the native bridge does not check with DB_NUMBER_RULES yet")
 @pytest.mark.parametrize("name, value", LEVELDB_BAD, ids=[f"{n}={v!r}" for n, v in LEVELDB_BAD])
 def test_db_refuses_bad_leveldb_and_db_numbers(tmp_path, name, value):
     path = tmp_path / "db"
