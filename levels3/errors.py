@@ -56,6 +56,13 @@ class ConfigurationError(Error, ValueError):
     """Bad options or URL: raised before anything is touched."""
 
 
+class WriteTooLargeError(Error, ValueError):
+    """A single put, delete or write batch is too large for max_object_size (see README, Object size).
+
+    Raised before LevelDB sees the write: nothing of it was written, and the database stays usable.
+    """
+
+
 class ReadOnlyError(Error):
     """A write was attempted on a read-only follower or checkpoint."""
 
