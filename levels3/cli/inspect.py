@@ -48,11 +48,12 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         "verify", parents=[parent], help="check checksums and that every referenced object exists",
         description="Compare the store against the MANIFEST (missing objects: referenced but absent; orphaned "
                     "objects: present but not live), then open the database with paranoid checks and read every "
-                    "entry with checksum verification. Exit 1 when anything is missing, mismatched or corrupt. "
+                    "entry with checksum verification. Exit 1 when anything is missing, mismatched or corrupt "
+                    "(a WAL or MANIFEST with a deleted or truncated object is named as damaged). "
                     "Orphans (superseded or uncommitted objects a crashed or closing writer left, which gc "
                     "removes) are listed; with --strict they fail the check too. Every object a checkpoint "
-                    "names must exist too. Opening takes the writer lock "
-                    "(and, like any open, LevelDB removes obsolete files it knows of).")
+                    "names must exist too. It changes nothing: it takes no lock and opens the database as a "
+                    "read-only follower, so it also runs beside a live writer.")
     p.add_argument("url", metavar="URL")
     p.add_argument("--strict", action="store_true", help="orphaned objects fail the check too")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -61,10 +62,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "gc", parents=[parent], help="remove orphaned objects (dry run unless --delete)",
         description="Find objects no live version references (tables not in the current version, logs and "
-                    "manifests no longer in use, segments after a gap) that are older than the grace period. "
-                    "Objects a checkpoint needs are kept. "
+                    "manifests no longer in use, segments a merge replaced) that are older than the grace "
+                    "period. Objects a checkpoint needs are kept. "
                     "Lists them by default (--dry-run); --delete removes them. Takes the writer lock; refuses "
-                    "to delete anything when a live object is missing (a damaged database may need them).")
+                    "to delete anything when a live object is missing or a file is damaged (a damaged "
+                    "database may need them; levels3.repair_db is the way to salvage it).")
     p.add_argument("url", metavar="URL")
     p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
                    help="only objects older than this (store time) are removed (default 3600)")
@@ -244,12 +246,7 @@ def age_text(seconds: float) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     location, options, store = open_store(args, args.url)
     try:
-        lease = database_lease(store, options)
-        lease.acquire()
-        try:
-            analysis = analyze(store, check_crc=True)
-        finally:
-            lease.release()
+        analysis = analyze(store, check_crc=True)
     finally:
         store.close()
     if not analysis.has_database:
@@ -258,15 +255,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     entries = 0
     if analysis.manifest is not None:
         try:
-            with open_db(args, args.url, paranoid_checks=True) as db:
+            with open_db(args, args.url, read_only=True, paranoid_checks=True) as db:
                 it = db.iterator(verify_checksums=True, fill_cache=False)
                 try:
                     for _ in it:
                         entries += 1
                 finally:
                     it.close()
-        except LockError:
-            raise
         except Error as exc:
             problems.append(f"reading the database failed: {exc}")
     orphans = analysis.orphans()

@@ -215,7 +215,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             current = catalog.get(CURRENT_NAME)
             if current is None:
                 raise CommandError(f"no database at {location.url} (no CURRENT object)")
-            # A file whose every segment follows a gap holds no acknowledged bytes: LevelDB never saw it.
+            damaged = catalog.damaged()
+            if damaged:  # its objects do not make the file: copying them would hand LevelDB garbage
+                raise CommandError("; ".join(r.damage or "" for r in damaged)
+                                   + " (levels3.repair_db salvages what is readable)")
             records = [r for r in catalog.records() if r.name != CURRENT_NAME and r.objects]
             os.makedirs(dest, exist_ok=True)
             started = time.monotonic()
