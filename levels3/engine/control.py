@@ -15,7 +15,8 @@ catalog and the cache and do store work only where LevelDB syncs or closes a
 file. This module holds what a writer and a follower do alike; WriterControl
 (engine.writer) uploads, fences and deletes, FollowerControl (engine.follower)
 never writes to the store. May call the store interface, the cache, the
-catalog and the layout.
+catalog, the layout and (to salvage a damaged log for repair) the log format
+in manifest.
 """
 
 from __future__ import annotations

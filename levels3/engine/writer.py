@@ -6,7 +6,8 @@ the WAL and MANIFEST as segments (engine.segments plans the merges), commits
 CURRENT, and hands what LevelDB drops to the reaper. Every upload checks the
 lease first, and a synced write is acknowledged only if the lease still held
 when its segment landed. May call the stores (assembly included), the lock,
-and the engine's catalog, cache, reaper, checkpoints and layout.
+and the engine's catalog, cache, reaper, checkpoints, layout, segments and
+sizing.
 """
 
 from __future__ import annotations
