@@ -29,6 +29,7 @@ from .errors import (
     ReadOnlyError,
     StaleVersionError,
     StoreError,
+    WriteTooLargeError,
 )
 from .maintenance import destroy_db, repair_db, restore
 from .options import S3Options, StoreOptions
@@ -60,6 +61,7 @@ __all__ = [
     "LeaseLostError",
     "ReadOnlyError",
     "StaleVersionError",
+    "WriteTooLargeError",
     "__version__",
     "__leveldb_version__",
 ]

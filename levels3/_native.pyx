@@ -43,6 +43,7 @@ import logging
 import os
 import weakref
 
+from levels3.engine.sizing import ENTRY_OVERHEAD
 from levels3.errors import (
     CorruptionError,
     Error,
@@ -55,6 +56,12 @@ from levels3.errors import (
 __leveldb_version__ = f"{ldb.kMajorVersion}.{ldb.kMinorVersion}"
 
 _leveldb_log = logging.getLogger("levels3.leveldb")
+
+# A write's weight against its database's max_write_bytes (engine.sizing.write_weight):
+# the batch's bytes, its keys once more, ENTRY_OVERHEAD per entry; a put's batch adds
+# a header and two varints to its key and value.
+cdef size_t _ENTRY_WEIGHT = ENTRY_OVERHEAD
+cdef size_t _PUT_BATCH_OVERHEAD = 12 + 1 + 10
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +296,7 @@ def open_handle(object control, object config):
     cdef Status st
     cdef ldb.DB* db = NULL
     cdef string path = control.local_dir.encode()
-    handle.configure(&opts, control, config)
+    handle.configure(&opts, control, control.leveldb_options(config))
     with nogil:
         st = ldb.DB_Open(opts, path, &db)
     if not st.ok():
@@ -309,7 +316,7 @@ def run_maintenance(object control, object config, *, bint repair):
     cdef ldb.Options opts
     cdef Status st
     cdef string path = control.local_dir.encode()
-    handle.configure(&opts, control, config)
+    handle.configure(&opts, control, control.leveldb_options(config))
     with nogil:
         st = ldb.RepairDB(path, opts) if repair else ldb.DestroyDB(path, opts)
         handle.free()
@@ -378,6 +385,7 @@ cdef class NativeDB:
     cdef bint _has_lease
     cdef bint _lease_lost
     cdef double _lease_valid_until  # time.monotonic() seconds
+    cdef size_t _max_write  # the heaviest single write accepted (the control path's max_write_bytes)
 
     def __cinit__(self):
         self._retired = weakref.WeakSet()
@@ -390,6 +398,8 @@ cdef class NativeDB:
             raise RuntimeError("DB.__init__ called twice")
         self._h = handle
         self.read_only = read_only
+        limit = handle.control.max_write_bytes
+        self._max_write = <size_t>-1 if limit is None else limit
         if lease is not None:
             self._lease = lease
             self._has_lease = True
@@ -452,6 +462,11 @@ cdef class NativeDB:
             self._note_lease_deadline()  # raises LeaseLostError
         return 0
 
+    cdef int _refuse_heavy_write(self, size_t weight) except -1:
+        """Raise the control path's error for a write above max_write_bytes (engine.sizing)."""
+        self._h.control.refuse_write(weight)
+        raise AssertionError("refuse_write returned")  # pragma: no cover
+
     cdef int _note_lease_deadline(self) except -1:
         lease = self._lease
         lease.check()
@@ -511,6 +526,8 @@ cdef class NativeDB:
             v = holder.slice
         cdef _Handle h = self._open_handle()
         self._check_writable()
+        if 2 * k.size() + v.size() + _PUT_BATCH_OVERHEAD + _ENTRY_WEIGHT > self._max_write:
+            self._refuse_heavy_write(2 * k.size() + v.size() + _PUT_BATCH_OVERHEAD + _ENTRY_WEIGHT)
         if sync:
             batch.Put(k, v)
             h.begin()
@@ -532,6 +549,8 @@ cdef class NativeDB:
         cdef Slice k = to_slice(key)
         cdef _Handle h = self._open_handle()
         self._check_writable()
+        if 2 * k.size() + _PUT_BATCH_OVERHEAD + _ENTRY_WEIGHT > self._max_write:
+            self._refuse_heavy_write(2 * k.size() + _PUT_BATCH_OVERHEAD + _ENTRY_WEIGHT)
         if sync:
             batch.Delete(k)
             h.begin()
@@ -668,6 +687,7 @@ cdef class WriteBatch:
     cdef bytes _prefix
     cdef bint _transaction
     cdef bint _sync
+    cdef size_t _extra_weight  # what its keys and entries add to its bytes (engine.sizing.write_weight)
 
     def __init__(self, *args, **kwargs):
         raise TypeError("use db.write_batch()")
@@ -698,6 +718,7 @@ cdef class WriteBatch:
             key = self._prefix + key
         k = to_slice(key)
         self._batch.Put(k, v)
+        self._extra_weight += k.size() + _ENTRY_WEIGHT
 
     def delete(self, key):
         if not isinstance(key, bytes):
@@ -705,16 +726,20 @@ cdef class WriteBatch:
         self._db._open_handle()
         if self._prefix:
             key = self._prefix + key
-        self._batch.Delete(to_slice(key))
+        cdef Slice k = to_slice(key)
+        self._batch.Delete(k)
+        self._extra_weight += k.size() + _ENTRY_WEIGHT
 
     def clear(self):
         self._db._open_handle()
         self._batch.Clear()
+        self._extra_weight = 0
 
     def append(self, WriteBatch source not None):
         """Add every operation of another batch to this one."""
         self._db._open_handle()
         self._batch.Append(source._batch)
+        self._extra_weight += source._extra_weight
 
     def approximate_size(self):
         self._db._open_handle()
@@ -726,6 +751,9 @@ cdef class WriteBatch:
         cdef ldb.WriteOptions wo
         cdef Status st
         self._db._check_writable()
+        cdef size_t weight = self._batch.ApproximateSize() + self._extra_weight
+        if weight > self._db._max_write:
+            self._db._refuse_heavy_write(weight)
         h.begin()
         if self._sync:
             with nogil:
@@ -746,9 +774,11 @@ cdef class WriteBatch:
         self._db._open_handle()
         if self._transaction and exc_type is not None:
             self._batch.Clear()  # a transaction that raised writes nothing
+            self._extra_weight = 0
             return
         self.write()
         self._batch.Clear()
+        self._extra_weight = 0
 
 
 # ---------------------------------------------------------------------------

@@ -60,6 +60,13 @@ class PlainLevelDBError(ConfigurationError):
     """The path is a plain LevelDB directory (plyvel's), not a levels3 database: ``levels3 import`` brings it in."""
 
 
+class WriteTooLargeError(Error, ValueError):
+    """A single put, delete or write batch is too large for max_object_size (see README, Object size).
+
+    Raised before LevelDB sees the write: nothing of it was written, and the database stays usable.
+    """
+
+
 class ReadOnlyError(Error):
     """A write was attempted on a read-only follower or checkpoint."""
 

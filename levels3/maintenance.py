@@ -8,6 +8,7 @@ engine.commit. May call the bridge, the engine and the stores.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from . import _native
@@ -20,6 +21,8 @@ from .leveldb_options import LevelDBOptions
 from .options import StoreOptions, parse_location
 from .stores.assembly import build_store, resolve_options
 from .stores.local import remove_if_only_store_files
+
+log = logging.getLogger("levels3.maintenance")
 
 
 def destroy_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any) -> None:
@@ -39,11 +42,27 @@ def destroy_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any)
 
 
 def repair_db(name: Any, *, options: StoreOptions | None = None, **kwargs: Any) -> None:
-    """Rebuild the database's metadata from whatever tables and logs survive."""
+    """Rebuild the database's metadata from whatever tables and logs survive.
+
+    This is the explicit way past damage that makes the open refuse a database
+    (``CorruptionError``: a WAL or MANIFEST object deleted or truncated in the
+    store). A damaged file is read as far as it goes: the missing bytes read as
+    zeros, and the log record they cut into is dropped, so LevelDB's repair
+    recovers every write recorded before the damage and those from the next
+    32 KiB log block on. Each damaged file is reported on the ``levels3``
+    logger at WARNING, naming its objects and the byte ranges lost; LevelDB's
+    own account (records dropped, tables rebuilt) goes to ``levels3.leveldb``.
+    The damaged files are archived under ``lost/`` (what was readable of
+    them), and their objects are deleted.
+    """
     config, store_options = LevelDBOptions.split(kwargs)
     control = WriterControl.open(name, options, store_options, create_if_missing=False)
     try:
+        for record in control.catalog.damaged():
+            log.warning("repair_db: %s", record.damage)
+        control.salvage = True
         _native.run_maintenance(control, config, repair=True)
+        control.retire_inherited_garbage()
     finally:
         control.close()
 

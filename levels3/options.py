@@ -30,6 +30,9 @@ GiB = 1024 * MiB
 LONGEST_DURATION = threading.TIMEOUT_MAX
 #: S3 refuses a single PUT above 5 GiB, so no object can be larger.
 LARGEST_OBJECT = 5 * GiB
+#: The smallest max_object_size: a LevelDB table is about 1 MiB at least, and needs
+#: room besides (engine.sizing explains the arithmetic).
+SMALLEST_OBJECT = 2 * MiB
 C_INT_MAX = 2**31 - 1  # LevelDB's int options (max_open_files, block_restart_interval, bloom bits)
 SIZE_T_MAX = 2**64 - 1  # LevelDB's size_t options (write_buffer_size, block_size, ...)
 
@@ -111,7 +114,7 @@ OPTIONAL_POSITIVE_SECONDS = dataclasses.replace(POSITIVE_SECONDS, optional=True)
 STORE_NUMBER_RULES: dict[str, NumberRule] = {
     "max_cache_bytes": NumberRule(integer=True, minimum=1, unit="bytes"),
     "cache_page_size": NumberRule(integer=True, minimum=4096, maximum=64 * MiB, unit="bytes"),  # and a power of two
-    "max_object_size": NumberRule(integer=True, minimum=1, maximum=LARGEST_OBJECT, unit="bytes"),
+    "max_object_size": NumberRule(integer=True, minimum=SMALLEST_OBJECT, maximum=LARGEST_OBJECT, unit="bytes"),
     "retry_max_attempts": NumberRule(integer=True, minimum=1),
     "retry_base_delay": POSITIVE_SECONDS,
     "request_timeout": POSITIVE_SECONDS,

@@ -50,7 +50,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         "verify", parents=[parent], help="check checksums and that every referenced object exists",
         description="Compare the store against the MANIFEST (missing objects: referenced but absent; orphaned "
                     "objects: present but not live), then open the database with paranoid checks and read every "
-                    "entry with checksum verification. Exit 1 when anything is missing, mismatched or corrupt. "
+                    "entry with checksum verification. Exit 1 when anything is missing, mismatched or corrupt "
+                    "(a WAL or MANIFEST with a deleted or truncated object is named as damaged). "
                     "Orphans (superseded or uncommitted objects a crashed or closing writer left, which gc "
                     "removes) are listed; with --strict they fail the check too. Every object a checkpoint "
                     "names must exist too. It takes no lock and writes nothing: it runs beside a live writer "
@@ -64,11 +65,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "gc", parents=[parent], help="remove orphaned objects (dry run unless --delete)",
         description="Find objects no live version references (tables not in the current version, logs and "
-                    "manifests no longer in use, segments after a gap) that are older than the grace period. "
-                    "Objects a checkpoint needs are kept. "
+                    "manifests no longer in use, segments a merge replaced) that are older than the grace "
+                    "period. Objects a checkpoint needs are kept. "
                     "Lists them by default (--dry-run, no lock taken); --delete removes them, holding the writer "
-                    "lock. Refuses to delete anything when a live object is missing (a damaged database may "
-                    "need them).")
+                    "lock. Refuses to delete anything when a live object is missing or a file is damaged (a "
+                    "damaged database may need them; levels3.repair_db is the way to salvage it).")
     p.add_argument("url", metavar="URL")
     p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
                    help="only objects older than this (store time) are removed (default 3600)")

@@ -241,8 +241,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             if not analysis.has_database:
                 raise CommandError(f"no database at {location.url} (no CURRENT object)")
             if analysis.problems or analysis.manifest is None:
-                raise CommandError(f"{location.url} is damaged, nothing was exported (levels3 verify shows more): "
-                                   + "; ".join(analysis.problems))
+                raise CommandError(f"{location.url} is damaged, nothing was exported (levels3 verify shows more; "
+                                   "levels3.repair_db salvages what is readable): " + "; ".join(analysis.problems))
             files = _live_version(analysis)
             current = f"{analysis.current}\n".encode()
             try:

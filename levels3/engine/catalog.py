@@ -8,7 +8,6 @@ StoredObject; may call only the store's list (and layout, checkpoints for names)
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,9 +15,7 @@ from typing import Any
 
 from ..stores.base import ObjectStore
 from .checkpoints import checkpoint_name
-from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, parse_key
-
-log = logging.getLogger("levels3.catalog")
+from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, file_key, parse_key
 
 
 @dataclass
@@ -28,10 +25,21 @@ class StoredObject:
     size: int
     etag: str
     level: int = 0  # > 0: a merge of smaller segments (see layout)
+    declared_end: int | None = None  # the end its key names (None: a whole object or an older key)
 
     @property
     def end(self) -> int:
         return self.offset + self.size
+
+    @property
+    def expected_end(self) -> int:
+        """Where this object's bytes should end: what its key says, else what it holds."""
+        return self.end if self.declared_end is None else self.declared_end
+
+    @property
+    def wrong_size(self) -> bool:
+        """Whether the object holds other than the bytes its key names (truncated, or not ours)."""
+        return self.declared_end is not None and self.declared_end != self.end
 
 
 @dataclass
@@ -44,9 +52,15 @@ class FileRecord:
     writing: bool = False  # being written by this process; the local file is authoritative
     local: bool = False  # a follower's own file: lives only in its cache, never uploaded
     unsent_tail: bool = False  # a WAL rolled over with bytes never uploaded (sent at close)
+    # Set when the objects do not cover the file: what is missing, naming the objects.
+    # Such a file keeps every object it has (none is garbage) and is read only to salvage it.
+    damage: str | None = None
+    missing: list[tuple[int, int]] = field(default_factory=list)  # the byte ranges no object holds
 
     @property
     def size(self) -> int:
+        if self.damage is not None:
+            return max((o.expected_end for o in self.objects), default=0)
         return sum(o.size for o in self.objects)
 
     @property
@@ -89,7 +103,8 @@ class Catalog:
             elif info.last_modified is not None:
                 newest = max(newest or info.last_modified, info.last_modified)
             record = versions.setdefault((parsed.name, parsed.epoch), FileRecord(parsed.name, parsed.epoch))
-            record.objects.append(StoredObject(info.key, parsed.offset or 0, info.size, info.etag, parsed.level))
+            record.objects.append(StoredObject(info.key, parsed.offset or 0, info.size, info.etag, parsed.level,
+                                               parsed.end))
         for (name, _epoch), record in sorted(versions.items()):
             older = catalog._files.get(name)
             if older is not None:
@@ -109,35 +124,43 @@ class Catalog:
 
     def _choose_cover(self, record: FileRecord) -> None:
         """Keep the fewest objects that cover the file from offset 0: at each
-        position the longest one (a merge wins over the segments it replaced).
+        position the longest one of the right size (a merge wins over the
+        segments it replaced, which become garbage).
 
-        Segments are uploaded in order and a failed upload stops the writer, so a
-        gap means the bytes after it were never acknowledged: they are not part of
-        the file (and LevelDB's record checksums would reject a torn tail).
+        Segments are uploaded in order and every key names the end of its
+        bytes, so the file is as long as the furthest end any object names. If
+        the chain stops short of that, bytes that were uploaded (and may have
+        been acknowledged) are missing: an object was deleted or truncated.
+        That is damage, never a torn tail: the record then keeps every object
+        (nothing of it is garbage) and says what is missing (``damage``).
         """
         by_start: dict[int, StoredObject] = {}
         for obj in record.objects:
             best = by_start.get(obj.offset)
-            if best is None or obj.end > best.end:
+            if best is None or (not obj.wrong_size, obj.end) > (not best.wrong_size, best.end):
                 by_start[obj.offset] = obj
         chosen: list[StoredObject] = []
         position = 0
         while position in by_start:
             chosen.append(by_start.pop(position))  # popped: an empty object cannot loop forever
             position = chosen[-1].end
-        keep = {id(o) for o in chosen}
-        dropped = [o for o in record.objects if id(o) not in keep]
-        if any(o.offset >= position for o in dropped):
-            log.warning("%s: objects after a gap at offset %d are ignored", record.name, position)
-        self.garbage.extend(dropped)
-        record.objects = chosen
+        length = max((o.expected_end for o in record.objects), default=0)
+        if position == length:  # beyond it would be bytes no key names
+            keep = {id(o) for o in chosen}
+            self.garbage.extend(o for o in record.objects if id(o) not in keep)
+            record.objects = chosen
+            return
+        record.objects.sort(key=lambda o: (o.offset, -o.end))
+        record.missing = _missing_ranges(record.objects, length)
+        record.damage = _describe_damage(record, chosen)
 
     @classmethod
     def from_checkpoint(cls, files: dict[str, list[list[Any]]]) -> "Catalog":
         """The catalog a checkpoint recorded: name -> [key, offset, size, etag, level] rows."""
         catalog = cls()
         for name, rows in files.items():
-            objects = [StoredObject(str(k), int(o), int(n), str(e), int(lv)) for k, o, n, e, lv in rows]
+            objects = [StoredObject(str(k), int(o), int(n), str(e), int(lv), _declared_end(str(k)))
+                       for k, o, n, e, lv in rows]
             parsed = parse_key(objects[0].key) if objects else None
             catalog._files[name] = FileRecord(name, parsed.epoch if parsed else 0, objects)
         return catalog
@@ -164,3 +187,39 @@ class Catalog:
     def records(self) -> list[FileRecord]:
         with self._lock:
             return list(self._files.values())
+
+    def damaged(self) -> list[FileRecord]:
+        """The files whose objects do not cover them (see _choose_cover)."""
+        return [r for r in self.records() if r.damage is not None]
+
+
+def _declared_end(key: str) -> int | None:
+    parsed = parse_key(key)
+    return parsed.end if parsed is not None else None
+
+
+def _missing_ranges(objects: list[StoredObject], length: int) -> list[tuple[int, int]]:
+    """The byte ranges of [0, length) that no object holds (objects sorted by offset)."""
+    missing: list[tuple[int, int]] = []
+    covered = 0
+    for obj in objects:
+        if obj.offset > covered:
+            missing.append((covered, obj.offset))
+        covered = max(covered, obj.end)
+    if covered < length:
+        missing.append((covered, length))
+    return missing
+
+
+def _describe_damage(record: FileRecord, chosen: list[StoredObject]) -> str:
+    """What is wrong with a file whose objects do not cover it, naming the objects."""
+    prefix = file_key(record.name, record.epoch)
+    problems = [f"object {o.key} holds {o.size} bytes, its key says {o.expected_end - o.offset}"
+                for o in record.objects if o.wrong_size]
+    for start, end in record.missing:
+        before = next((o for o in reversed(chosen) if o.end == start), None)
+        after = f" (the object before them is {before.key})" if before is not None else ""
+        problems.append(f"no object of {prefix} holds bytes [{start}, {end}){after}")
+    if not problems:  # the chain stopped at a short object whose bytes others hold in part
+        problems.append(f"no chain of its objects covers {prefix} from offset 0")
+    return f"{record.name} is damaged in the store: " + "; ".join(problems)

@@ -15,7 +15,8 @@ catalog and the cache and do store work only where LevelDB syncs or closes a
 file. This module holds what a writer and a follower do alike; WriterControl
 (engine.writer) uploads, fences and deletes, FollowerControl (engine.follower)
 never writes to the store. May call the store interface, the cache, the
-catalog and the layout.
+catalog, the layout and (to salvage a damaged log for repair) the log format
+in manifest.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Mapping
 
-from ..errors import Error, IOError, LeaseLostError, ObjectNotFound, StaleVersionError, StoreError
+from ..errors import CorruptionError, Error, IOError, LeaseLostError, ObjectNotFound, StaleVersionError, StoreError
 from ..lock import LeaseLock
 from ..options import Location, StoreOptions, parse_location
 from ..stores.assembly import build_store, resolve_options
@@ -38,6 +39,7 @@ from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
 from .layout import CURRENT_NAME, FileKind, kind_of
 from .pages import PagedTables
+from .manifest import LOG_BLOCK, unreadable_from
 
 log = logging.getLogger("levels3.backend")
 
@@ -116,6 +118,10 @@ class EnvControl:
     checkpoint: str | None = None
     #: Tables read in pages (engine/pages.py); set by the subclass's open.
     pages: PagedTables | None = None
+    #: The heaviest single write accepted (engine.sizing); None: no limit (a follower writes nothing).
+    max_write_bytes: int | None = None
+    #: Read damaged files as far as they go instead of refusing them (repair_db sets it).
+    salvage = False
 
     def __init__(self, location: Location, options: StoreOptions, store: ObjectStore, counters: CountingStore,
                  cache: LocalCache) -> None:
@@ -130,6 +136,7 @@ class EnvControl:
         self._closed = False
         self._unread_logs: list[tuple[str, BaseException]] = []  # WAL fetches that failed (see _refuse_version_without_logs)
         self._opening = True  # until LevelDB's DB::Open returns (finish_open)
+        self.damaged_reads: list[str] = []  # files LevelDB asked for that the catalog found damaged
 
     # -- the bridge's side ------------------------------------------------------
 
@@ -153,6 +160,15 @@ class EnvControl:
 
     def finish_open(self) -> None:
         self._opening = False
+
+    def leveldb_options(self, config: Any) -> Any:
+        """The LevelDB options to open with (levels3.leveldb_options.LevelDBOptions):
+        a writer fits its table sizes to max_object_size; a follower uploads nothing."""
+        return config
+
+    def refuse_write(self, weight: int) -> None:
+        """Called by the bridge for a write heavier than max_write_bytes: raises why."""
+        raise Error(f"a write weighing {weight} bytes is above the limit of {self.max_write_bytes} bytes")
 
     def begin_close(self) -> None:
         """LevelDB is about to be deleted: its last WAL tail must now be uploaded."""
@@ -202,10 +218,12 @@ class EnvControl:
             if path is None:
                 raise ObjectNotFound(f"{name} does not exist", operation="open", key=name)
             return path
-        path = self.cache.open_cached(name, record.fingerprint)
-        if path is not None:
-            return path
         try:
+            if record.damage is not None:
+                return self._open_damaged(record)
+            path = self.cache.open_cached(name, record.fingerprint)
+            if path is not None:
+                return path
             return self._fetch(record)
         except BaseException as exc:
             if kind_of(name) is FileKind.WAL:
@@ -292,21 +310,63 @@ class EnvControl:
 
     def _fetch(self, record: FileRecord) -> str:
         """Download every object of the file into the cache; returns the pinned path."""
-        self._check_size(record.name, record.size)
         temp = self.cache.temp_path(record.name)
         try:
             with open(temp, "wb") as f:
                 for obj in record.objects:
-                    try:
-                        data = self.store.get(obj.key)
-                    except ObjectNotFound:
-                        self._object_missing(obj)
-                        raise
-                    if len(data) != obj.size:
-                        raise StoreError(f"{obj.key} changed size while being read ({len(data)} != {obj.size})",
-                                         operation="get", key=obj.key)
-                    f.write(data)
+                    self._copy_object(obj, f)
             return self.cache.insert_downloaded(record.name, temp, record.size, record.fingerprint)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _copy_object(self, obj: StoredObject, f: Any) -> None:
+        """Write one object's bytes to ``f``, checked against the size the LIST gave. No
+        GET asks for more than max_object_size: an object above it (stored under a
+        larger cap, or by an earlier version) is read in ranges, one at a time."""
+        step = self.options.max_object_size
+        ranges = [(0, None)] if obj.size <= step else [
+            # the last range asks for one byte more: an object grown since the LIST shows
+            (start, min(obj.size + 1, start + step)) for start in range(0, obj.size, step)]
+        copied = 0
+        try:
+            for start, end in ranges:
+                data = self.store.get(obj.key, start, end)
+                f.write(data)
+                copied += len(data)
+        except ObjectNotFound:
+            self._object_missing(obj)
+            raise
+        if copied != obj.size:
+            message = f"{obj.key} changed size while being read (it holds {copied} bytes, listed with {obj.size})"
+            if obj.key == CURRENT_NAME:  # the one object that is replaced in place
+                raise StoreError(message, operation="get", key=obj.key)
+            raise CorruptionError(message + ": objects are written once, so it was damaged or replaced")
+
+    def _open_damaged(self, record: FileRecord) -> str:
+        """A file whose objects do not cover it (catalog): refused, unless salvaging."""
+        if not self.salvage:
+            self.damaged_reads.append(record.name)
+            raise CorruptionError(f"{record.damage}. Nothing was changed; levels3.repair_db salvages what is "
+                                  "readable (and reports what is lost)")
+        fingerprint = f"salvaged|{record.fingerprint}"
+        path = self.cache.open_cached(record.name, fingerprint)
+        if path is not None:
+            return path
+        temp = self.cache.temp_path(record.name)
+        try:
+            with open(temp, "r+b") as f:
+                for obj in record.objects:  # overlapping objects hold the same bytes
+                    f.seek(obj.offset)
+                    self._copy_object(obj, f)
+                f.truncate(record.size)  # what no object holds reads as zeros
+                lost = _mask_unreadable(record, f)
+            log.warning("salvaging %s: %s; %s", record.name, record.damage,
+                        "; ".join(f"bytes [{a}, {b}) are lost" for a, b in lost))
+            return self.cache.insert_downloaded(record.name, temp, record.size, fingerprint)
         except BaseException:
             try:
                 os.unlink(temp)
@@ -322,8 +382,10 @@ class EnvControl:
         as the fetch did: a follower whose log was deleted under it has a stale version."""
         if self._unread_logs:
             causes = [exc for _, exc in self._unread_logs]
-            cause = next((e for e in causes if isinstance(e, StaleVersionError)), causes[0])
-            cls = StaleVersionError if isinstance(cause, StaleVersionError) else IOError
+            cause = next((e for e in causes if isinstance(e, StaleVersionError)),
+                         next((e for e in causes if isinstance(e, CorruptionError)), causes[0]))
+            cls = (StaleVersionError if isinstance(cause, StaleVersionError)
+                   else CorruptionError if isinstance(cause, CorruptionError) else IOError)
             raise cls("not committing a version without the write-ahead log(s) that could not be read: "
                       + "; ".join(f"{name}: {exc}" for name, exc in self._unread_logs)) from cause
 
@@ -334,11 +396,6 @@ class EnvControl:
         if len(data) != end - start:
             raise IOError(f"{name}: local file is shorter than the {end} bytes LevelDB wrote")
         return data
-
-    def _check_size(self, name: str, size: int) -> None:
-        if size > self.options.max_object_size:
-            raise StoreError(f"{name} is {size} bytes, above max_object_size={self.options.max_object_size}",
-                             operation="put", key=name)
 
     def _write_local(self, name: str, data: bytes) -> None:
         """A file that exists only in this cache (a follower's checkpoint CURRENT)."""
@@ -351,3 +408,24 @@ class EnvControl:
     def _current_text(self) -> str:
         with open(self.cache.path(CURRENT_NAME), "rb") as f:
             return f.read().decode()
+
+
+def _mask_unreadable(record: FileRecord, f: Any) -> list[tuple[int, int]]:
+    """Zero the records a missing range cuts into, so that LevelDB's log reader (which
+    repair runs without checksums) resumes at the next 32 KiB block instead of reading
+    a record half made of zeros. Returns the byte ranges lost, merged."""
+    lost: list[tuple[int, int]] = []
+    log_format = kind_of(record.name).segmented
+    for start, end in record.missing:
+        if log_format:
+            begin = unreadable_from(f, start)
+            f.seek(begin)
+            f.write(bytes(start - begin))
+            end = min(record.size, -(-end // LOG_BLOCK) * LOG_BLOCK)  # the reader resumes at the next block
+        else:
+            begin = start
+        if lost and begin <= lost[-1][1]:
+            lost[-1] = (lost[-1][0], max(end, lost[-1][1]))
+        else:
+            lost.append((begin, end))
+    return lost

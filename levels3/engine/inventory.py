@@ -3,8 +3,9 @@
 Reads CURRENT and the MANIFEST it names (engine.manifest) to find the live
 files, then classifies every object: live, orphaned (no live version
 references it), kept (no live version references it, but a checkpoint does),
-archived (``lost/``, kept by repair), or foreign (a key levels3 does not own).
-plan_gc is the garbage-collection policy on top of that. Nothing here writes
+archived (``lost/``, kept by repair), damaged (an object of a file whose
+objects do not cover it: a problem, and never deleted), or foreign (a key
+levels3 does not own). plan_gc is the garbage-collection policy on top of that. Nothing here writes
 to the store or opens LevelDB; the CLI's info, verify and gc present the
 results. May call the store interface and the engine's catalog, layout and
 checkpoints.
@@ -39,7 +40,7 @@ class Entry:
     key: str
     size: int
     kind: str  # table, wal, manifest, current, lock, checkpoint, archived, foreign
-    status: str = "live"  # live, orphan, kept (for a checkpoint), archived, foreign, unknown
+    status: str = "live"  # live, orphan, kept (for a checkpoint), archived, damaged, foreign, unknown
     reason: str = ""
     mtime: float | None = None
 
@@ -95,10 +96,20 @@ class _Listed:
         return iter(self._infos)
 
 
+#: How often analyze lists the store while the listing shows damage: a LIST of many pages
+#: running beside a live writer can page past a merge's key before it lands and past
+#: the segments it replaced after they are deleted, seeing a gap that is not there.
+LISTINGS_BEFORE_DAMAGE = 3
+
+
 def analyze(store: ObjectStore, *, times: dict[str, float] | None = None, check_crc: bool = True) -> Analysis:
     """Classify every object under the store's prefix (see the module docstring)."""
-    infos = list(store.list(""))
-    analysis = _classify(store, infos, times or {}, check_crc)
+    for _ in range(LISTINGS_BEFORE_DAMAGE):
+        infos = list(store.list(""))
+        catalog = Catalog.load(_Listed(infos))  # type: ignore[arg-type]
+        if not catalog.damaged():
+            break
+    analysis = _classify(store, infos, catalog, times or {}, check_crc)
     _keep_for_checkpoints(store, infos, analysis)
     return analysis
 
@@ -127,8 +138,8 @@ def _keep_for_checkpoints(store: ObjectStore, infos: list[ObjectInfo], analysis:
             e.status, e.reason = "kept", f"not live, but checkpoint {needed[e.key]!r} needs it"
 
 
-def _classify(store: ObjectStore, infos: list[ObjectInfo], times: dict[str, float], check_crc: bool) -> Analysis:
-    catalog = Catalog.load(_Listed(infos))  # type: ignore[arg-type]
+def _classify(store: ObjectStore, infos: list[ObjectInfo], catalog: Catalog, times: dict[str, float],
+              check_crc: bool) -> Analysis:
     garbage = {o.key for o in catalog.garbage}
     entries: list[Entry] = []
     for info in infos:
@@ -154,18 +165,33 @@ def _classify(store: ObjectStore, infos: list[ObjectInfo], times: dict[str, floa
             if record is not None and record.epoch > parsed.epoch:  # type: ignore[union-attr]
                 entry.status, entry.reason = "orphan", f"superseded by writer epoch {record.epoch}"
             else:
-                entry.status, entry.reason = "orphan", "follows a gap in its file's segments"
+                entry.status, entry.reason = "orphan", "replaced by a merged object holding the same bytes"
         elif kind == "archived":
             entry.status, entry.reason = "archived", "archived by repair; kept"
         entries.append(entry)
 
     analysis = Analysis(entries)
+    damaged = {o.key: record for record in catalog.damaged() for o in record.objects}
+    for record in catalog.damaged():
+        analysis.problems.append(f"damaged: {record.damage}")
+    try:
+        _classify_live(store, catalog, analysis, check_crc)
+    finally:
+        for e in entries:
+            if e.key in damaged:
+                e.status, e.reason = "damaged", "an object of a damaged file (kept; see the problems)"
+    return analysis
+
+
+def _classify_live(store: ObjectStore, catalog: Catalog, analysis: Analysis, check_crc: bool) -> None:
+    """Mark what the version CURRENT names does not need as orphaned (and record the problems)."""
+    entries = analysis.entries
     current_record = catalog.get(CURRENT_NAME)
     if current_record is None:
         for e in entries:
             if e.status == "live" and e.kind != "lock":
                 e.status, e.reason = "unknown", "no CURRENT: nothing is committed"
-        return analysis
+        return
     current = store.get(CURRENT_NAME)
     text = current.decode("utf-8", "replace")
     if not text.endswith("\n") or not re.fullmatch(r"MANIFEST-\d+", text[:-1]):
@@ -174,13 +200,13 @@ def _classify(store: ObjectStore, infos: list[ObjectInfo], times: dict[str, floa
         for e in entries:
             if e.status == "live" and e.kind in ("table", "wal", "manifest"):
                 e.status, e.reason = "unknown", "CURRENT is unreadable"
-        return analysis
+        return
     manifest_name = text[:-1]
     analysis.current = manifest_name
     manifest_record = catalog.get(manifest_name)
     if manifest_record is None or not manifest_record.objects:
         analysis.problems.append(f"missing: {manifest_name} (named by CURRENT)")
-    else:
+    elif manifest_record.damage is None:  # a damaged one is a problem already
         try:
             data = b"".join(store.get(o.key) for o in manifest_record.objects)
             analysis.manifest = parse_manifest(manifest_name, data, check_crc=check_crc)
@@ -191,7 +217,7 @@ def _classify(store: ObjectStore, infos: list[ObjectInfo], times: dict[str, floa
         for e in entries:
             if e.status == "live" and e.kind in ("table", "wal", "manifest"):
                 e.status, e.reason = "unknown", "the current manifest is unreadable"
-        return analysis
+        return
 
     present_tables = {file_number(r.name): r for r in catalog.records()
                       if kind_of(r.name) is FileKind.TABLE and r.objects}
@@ -216,7 +242,6 @@ def _classify(store: ObjectStore, infos: list[ObjectInfo], times: dict[str, floa
                 e.status, e.reason = "orphan", f"log older than the one in use ({state.log_number:06d}.log)"
         elif name != manifest_name:
             e.status, e.reason = "orphan", f"not the current manifest ({manifest_name})"
-    return analysis
 
 
 def plan_gc(analysis: Analysis, url: str, *, grace: float, now: float) -> tuple[list[Entry], list[Entry]]:

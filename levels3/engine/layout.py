@@ -9,12 +9,17 @@ epochs the highest one is the live one.
 - tables (``NNNNNN.ldb``/``.sst``) and other durable files:
   ``w<epoch>/<name>``, one object written once (``If-None-Match: *``);
 - the WAL (``NNNNNN.log``) and ``MANIFEST-NNNNNN``: append-only files stored as
-  immutable segments ``w<epoch>/<name>/<offset>``, each holding the bytes
-  written since the previous upload. Every 16th upload at a level also carries
-  the 15 objects before it, as one ``w<epoch>/<name>/<offset>-<end>-<level>``
-  object of the next level (segments.plan_segment_upload), so reading a file
-  back takes a number of GETs that grows only logarithmically with the syncs
-  that wrote it, and a sync is still one PUT;
+  immutable segments ``w<epoch>/<name>/<offset>-<end>-0``, each holding the
+  bytes [offset, end) written since the previous upload. Every 16th upload at
+  a level also carries the 15 objects before it, as one
+  ``w<epoch>/<name>/<offset>-<end>-<level>`` object of the next level
+  (segments.plan_segment_upload), so reading a file back takes a number of
+  GETs that grows only logarithmically with the syncs that wrote it, and a
+  sync is still one PUT. The end in every key lets a reader check each
+  object's size, the last one's included (catalog: a gap or a short object is
+  damage). Keys written before ends were recorded, ``w<epoch>/<name>/<offset>``,
+  still parse (end unknown); the ``-0`` suffix keeps new keys readable by
+  those earlier versions, which read ``<offset>-<end>-<level>`` already;
 - ``CURRENT``: one object at the top, replaced with ``If-Match``: the commit
   point, carrying the committing writer's epoch in its metadata;
 - ``LOCK``: the lease object (levels3.lock);
@@ -87,25 +92,36 @@ def kind_of(name: str) -> FileKind:
 
 
 class ObjectName(NamedTuple):
-    """What an object key says: the file, the writer epoch, the segment offset."""
+    """What an object key says: the file, the writer epoch, the segment's range."""
 
     name: str
     epoch: int
     offset: int | None  # None for a whole object
     level: int = 0  # 0 for a segment as uploaded; n > 0 for a merge of level n-1 objects
+    end: int | None = None  # where the segment's bytes end in the file (None: a key without it)
 
 
-def object_key(name: str, epoch: int, offset: int | None = None, *, end: int = 0, level: int = 0) -> str:
-    """The key of a whole object (offset None), of the segment starting at offset,
-    or (level > 0) of the merged object covering [offset, end)."""
+def object_key(name: str, epoch: int, offset: int | None = None, *, end: int | None = None, level: int = 0) -> str:
+    """The key of a whole object (offset None), or of the segment (level 0) or
+    merged object (level > 0) holding bytes [offset, end) of the file. Without
+    ``end``, a segment gets the earlier ``<offset>`` form, whose size nobody can check."""
     if name == CURRENT_NAME:
         return CURRENT_NAME
     base = f"w{epoch:0{_EPOCH_DIGITS}d}/{name}"
     if offset is None:
         return base
-    if level:
-        return f"{base}/{offset:0{_OFFSET_DIGITS}d}-{end:0{_OFFSET_DIGITS}d}-{level}"
-    return f"{base}/{offset:0{_OFFSET_DIGITS}d}"
+    if end is None:
+        if level:
+            raise ValueError("a merged object's key needs its end")
+        return f"{base}/{offset:0{_OFFSET_DIGITS}d}"
+    if end < offset:
+        raise ValueError(f"segment end {end} before its offset {offset}")
+    return f"{base}/{offset:0{_OFFSET_DIGITS}d}-{end:0{_OFFSET_DIGITS}d}-{level}"
+
+
+def file_key(name: str, epoch: int) -> str:
+    """The prefix every object of one version of a file shares (its whole-object key)."""
+    return object_key(name, epoch)
 
 
 def parse_key(key: str) -> ObjectName | None:
@@ -121,4 +137,7 @@ def parse_key(key: str) -> ObjectName | None:
     if kind.segmented != (offset is not None) or kind in (FileKind.CURRENT, FileKind.LOCK) or kind.local_only:
         return None
     level = int(match.group(5)) if match.group(5) else 0
-    return ObjectName(name, int(match.group(1)), None if offset is None else int(offset), level)
+    end = int(match.group(4)) if match.group(4) else None
+    if end is not None and end < int(offset):
+        return None
+    return ObjectName(name, int(match.group(1)), None if offset is None else int(offset), level, end)

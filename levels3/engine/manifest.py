@@ -3,8 +3,9 @@
 Owns the reading of LevelDB's formats outside LevelDB itself: CRC32C as
 LevelDB masks it, the 32 KiB-block log of fragmented records (the WAL and the
 MANIFEST share it), and the VersionEdit tags that add and drop tables. Used
-where LevelDB is not running: the inventory (info, verify, gc) and a
-follower deciding whether its LIST missed a table. Imports nothing of levels3.
+where LevelDB is not running: the inventory (info, verify, gc), a follower
+deciding whether its LIST missed a table, and repair's salvage of a damaged
+log (which record a missing range cuts into). Imports nothing of levels3.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 # -- CRC32C (Castagnoli), as LevelDB masks it -----------------------------------
 
@@ -45,7 +46,7 @@ def _unmask(masked: int) -> int:
 
 # -- log format and VersionEdit ----------------------------------------------------
 
-_BLOCK = 32768
+LOG_BLOCK = _BLOCK = 32768
 _HEADER = 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
@@ -101,6 +102,33 @@ def read_log_records(data: bytes, *, check_crc: bool = True) -> Iterable[bytes]:
             pending = None
         else:
             raise ManifestError(f"unknown record type {kind} at offset {start - _HEADER}")
+
+
+def unreadable_from(f: BinaryIO, position: int) -> int:
+    """Where the physical record that bytes missing from ``position`` on cut into
+    begins, in a log file ``f`` (read up to ``position``, which is genuine).
+
+    Zeroing the file from there makes LevelDB's log reader see a zero header,
+    skip the rest of that block, and read on from the next one; without it, a
+    reader that does not check checksums (RepairDB's) would take a record half
+    made of zeros for a real one.
+    """
+    block_start = position - position % _BLOCK
+    f.seek(block_start)
+    data = f.read(position - block_start)
+    pos = 0
+    while True:
+        if _BLOCK - pos < _HEADER:
+            return position  # inside the block's trailer: nothing genuine is cut
+        if pos + _HEADER > len(data):
+            return block_start + pos  # the header itself is cut (or the gap starts at a record)
+        _, length, kind = struct.unpack_from("<IHB", data, pos)
+        if kind == 0 and length == 0:
+            return position  # zero padding: the reader skips the rest of the block anyway
+        end = pos + _HEADER + length
+        if end > len(data):
+            return block_start + pos
+        pos = end
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:

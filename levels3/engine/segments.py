@@ -10,7 +10,7 @@ from __future__ import annotations
 from .catalog import StoredObject
 
 MERGE_FANOUT = 16  # segments of one level merged into one object of the next (see plan_segment_upload)
-MERGE_MAX_BYTES = 4 << 20  # no merge grows past this: bounds the bytes one sync may re-upload
+MERGE_MAX_BYTES = 4 << 20  # no merge grows past this (nor past max_object_size): bounds what one sync re-uploads
 # Segments a merge replaced could only be needed by a follower opening from a LIST
 # made just before the merge (WAL and MANIFEST are read at open, never after), and
 # such a follower lists again (StaleVersionError at open). So they get no grace:
@@ -30,8 +30,9 @@ def plan_segment_upload(objects: list[StoredObject], new_bytes: int,
     needs anyway, so a sync stays one PUT; a file written by n syncs is read
     back from O(fanout * log n) objects, and each byte is uploaded at most
     1 + log_fanout(n) times. Merges stop at ``max_bytes``: a sync never carries
-    more than that much old data, and the file is then at most
-    size / (max_bytes / fanout) objects of that size plus the levels below.
+    more than that much old data. Where a run has grown past ``fanout - 1``
+    objects (its objects were too large to merge), its last ``fanout - 1``
+    are the candidates, so small syncs after large ones still merge.
     """
     absorbed, level, merged_bytes = 0, 0, new_bytes
     end = len(objects)
@@ -41,10 +42,19 @@ def plan_segment_upload(objects: list[StoredObject], new_bytes: int,
             run += 1
         if run + 1 < fanout:
             return absorbed, level
+        run = fanout - 1
         run_bytes = sum(o.size for o in objects[end - absorbed - run:end - absorbed])
         if merged_bytes + run_bytes > max_bytes:
             return absorbed, level
         absorbed, level, merged_bytes = absorbed + run, level + 1, merged_bytes + run_bytes
+
+
+def split_tail(start: int, end: int, max_bytes: int) -> list[tuple[int, int]]:
+    """The [offset, end) ranges of the segments that upload bytes [start, end)
+    when no object may hold more than ``max_bytes``: one range when they fit."""
+    if max_bytes <= 0:
+        raise ValueError("max_bytes must be positive")
+    return [(offset, min(end, offset + max_bytes)) for offset in range(start, end, max_bytes)] or [(start, end)]
 
 
 def seal_plan(objects: list[StoredObject], new_bytes: int, max_bytes: int = MERGE_MAX_BYTES) -> int:

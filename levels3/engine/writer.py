@@ -6,18 +6,21 @@ the WAL and MANIFEST as segments (engine.segments plans the merges), commits
 CURRENT, and hands what LevelDB drops to the reaper. Every upload checks the
 lease first, and a synced write is acknowledged only if the lease still held
 when its segment landed. May call the stores (assembly included), the lock,
-and the engine's catalog, cache, reaper, checkpoints and layout.
+and the engine's catalog, cache, reaper, checkpoints, layout, segments and
+sizing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
 from typing import Any, Mapping
 
-from ..errors import Error, IOError, LeaseLostError, ObjectNotFound, PreconditionFailed
+from ..errors import (Error, IOError, LeaseLostError, ObjectNotFound, PreconditionFailed, StoreError,
+                      WriteTooLargeError)
 from ..lock import LeaseLock, database_lease
 from ..options import Location, StoreOptions
 from ..stores.assembly import ensure_conditional_writes
@@ -31,7 +34,8 @@ from .control import EnvControl, connect
 from .layout import CURRENT_NAME, FileKind, kind_of, object_key
 from .pages import PagedTables, PageStore
 from .reaper import Reaper
-from .segments import MERGED_SEGMENT_GRACE, plan_segment_upload, seal_plan
+from .segments import MERGE_MAX_BYTES, MERGED_SEGMENT_GRACE, plan_segment_upload, seal_plan, split_tail
+from .sizing import table_limits
 
 log = logging.getLogger("levels3.backend")
 
@@ -51,6 +55,7 @@ class WriterControl(EnvControl):
         # Objects LevelDB deleted wait there for deletion_grace, for followers on older versions.
         self.reaper = Reaper(store, options.deletion_grace, self._check_lease)
         self._wal_lock = threading.Lock()  # a rolled WAL's tail upload vs. its removal
+        self._inherited_garbage: list[StoredObject] = []  # what earlier writers left (see retire_inherited_garbage)
 
     @classmethod
     def open(cls, name: Any, options: StoreOptions | None, overrides: Mapping[str, Any], *,
@@ -73,9 +78,7 @@ class WriterControl(EnvControl):
                 control.epoch = control.catalog.max_epoch + 1
             for checkpoint in control.catalog.checkpoints:
                 control._protect_checkpoint(checkpoint)
-            # What earlier writers left: dropped at the latest when the newest object was uploaded.
-            control._retire(control.catalog.garbage, dropped_ago=control._time_since_last_upload())
-            control.catalog.garbage = []
+            control._inherited_garbage, control.catalog.garbage = control.catalog.garbage, []
             cache.adopt({r.name: r.fingerprint for r in control.catalog.records()})
             pages = PageStore.in_cache(cache, opts.max_cache_bytes, opts.cache_page_size)
             pages.retain(control.catalog)
@@ -91,6 +94,33 @@ class WriterControl(EnvControl):
                 lease.release()
             store.close()
             raise
+
+    def finish_open(self) -> None:
+        super().finish_open()
+        self.retire_inherited_garbage()
+
+    def retire_inherited_garbage(self) -> None:
+        """Hand what earlier writers left to the reaper, once LevelDB has opened (or
+        repaired) the database: an open that fails (a damaged WAL, say) deletes nothing.
+        It was dropped at the latest when the newest object was uploaded."""
+        garbage, self._inherited_garbage = self._inherited_garbage, []
+        self._retire(garbage, dropped_ago=self._time_since_last_upload())
+
+    def leveldb_options(self, config: Any) -> Any:
+        """LevelDB's options with table sizes that keep every table within max_object_size
+        (engine.sizing); also fixes the largest write this writer accepts."""
+        limits = table_limits(self.options.max_object_size, write_buffer_size=config.write_buffer_size,
+                              max_file_size=config.max_file_size, block_size=config.block_size)
+        self.max_write_bytes = limits.max_write_bytes
+        return dataclasses.replace(config, write_buffer_size=limits.write_buffer_size,
+                                   max_file_size=limits.max_file_size)
+
+    def refuse_write(self, weight: int) -> None:
+        """The bridge found a write heavier than max_write_bytes (engine.sizing.write_weight)."""
+        raise WriteTooLargeError(
+            f"a single write weighing {weight} bytes (its keys counted twice) is above the {self.max_write_bytes} "
+            f"bytes one write may take with max_object_size={self.options.max_object_size}: the table that "
+            "receives it must fit in one object; split the write, or open with a larger max_object_size")
 
     def fence(self) -> None:
         """Claim the next writer epoch (engine.commit.claim_epoch)."""
@@ -158,6 +188,9 @@ class WriterControl(EnvControl):
             record.writing = False
             record.unsent_tail = size > record.size
             return
+        if self._opening and (kind.segmented or final):
+            # LevelDB's recovery went past a log it could not read: it must not get as far as a commit.
+            self._refuse_version_without_logs()
         try:
             if kind is FileKind.WAL:
                 # A sync makes every earlier write durable, as in LevelDB: first the
@@ -210,33 +243,46 @@ class WriterControl(EnvControl):
     def _upload_tail(self, record: FileRecord, size: int, *, seal: bool = False) -> None:
         """Upload the bytes since the last upload as one new object, merged with
         the objects before it when plan_segment_upload says so. ``seal`` (the
-        file's last upload, at close) folds in every trailing object that fits in
-        MERGE_MAX_BYTES, so the next cold open reads the file in one object."""
+        file's last upload, at close) folds in every trailing object that fits,
+        so the next cold open reads the file in one object. No object exceeds
+        max_object_size: a tail above it goes as several segments, unmerged."""
         start = record.size
+        cap = self.options.max_object_size
+        merge_limit = min(MERGE_MAX_BYTES, cap)
+        if size - start > cap:
+            for offset, end in split_tail(start, size, cap):
+                self._put_segment(record, offset, end, absorbed=0, level=0)
+            return
         if seal:
-            absorbed = seal_plan(record.objects, size - start)
+            absorbed = seal_plan(record.objects, size - start, max_bytes=merge_limit)
             level = 1 + max((o.level for o in record.objects[len(record.objects) - absorbed:]), default=-1)
         else:
-            absorbed, level = plan_segment_upload(record.objects, size - start)
+            absorbed, level = plan_segment_upload(record.objects, size - start, max_bytes=merge_limit)
         if size <= start and not absorbed:
             return
-        self._check_lease()
         merged = record.objects[len(record.objects) - absorbed:] if absorbed else []
-        offset = merged[0].offset if merged else start
-        key = object_key(record.name, record.epoch, offset, end=size, level=level)
-        etag = self.store.put(key, self._read_local(record.name, offset, size), mode=PutMode.CREATE)
-        record.objects[len(record.objects) - absorbed:] = [StoredObject(key, offset, size - offset, etag, level)]
+        self._put_segment(record, merged[0].offset if merged else start, size, absorbed=absorbed, level=level)
+        if merged:
+            self._retire(merged, grace=MERGED_SEGMENT_GRACE)  # readers prefer the merged object already
+
+    def _put_segment(self, record: FileRecord, offset: int, end: int, *, absorbed: int, level: int) -> None:
+        """One object holding bytes [offset, end), replacing the last ``absorbed`` objects."""
+        self._check_lease()
+        key = object_key(record.name, record.epoch, offset, end=end, level=level)
+        etag = self.store.put(key, self._read_local(record.name, offset, end), mode=PutMode.CREATE)
+        record.objects[len(record.objects) - absorbed:] = [StoredObject(key, offset, end - offset, etag, level, end)]
         # A sync is acknowledged only if the lease was still ours when the segment
         # landed: then no successor can have listed the store before it did.
         self._check_lease()
-        if merged:
-            self._retire(merged, grace=MERGED_SEGMENT_GRACE)  # readers prefer the merged object already
 
     def _upload_whole(self, record: FileRecord, size: int) -> None:
         if record.objects:
             return  # already uploaded (Close after an earlier final persist)
         self._check_lease()
-        self._check_size(record.name, size)
+        if size > self.options.max_object_size:
+            # engine.sizing keeps LevelDB's tables below the cap; this is the last line.
+            raise StoreError(f"{record.name} is {size} bytes, above max_object_size={self.options.max_object_size}",
+                             operation="put", key=record.name)
         key = object_key(record.name, record.epoch)
         data = self._read_local(record.name, 0, size)
         try:
@@ -327,6 +373,7 @@ class WriterControl(EnvControl):
         """After DestroyDB: remove every object of ours that is left (CURRENT, superseded ones)."""
         self._check_lease()
         self.reaper.forget_protection()  # destroying the database takes its checkpoints too
+        self.retire_inherited_garbage()
         self.reaper.reap(everything=True)
         keys = [o.key for record in self.catalog.records() for o in record.objects]
         for record in self.catalog.records():

@@ -37,6 +37,7 @@ __all__ = ["SeaweedFS", "SeaweedFSError", "find_weed"]
 
 _GRPC_OFFSET = 10000  # SeaweedFS's gRPC port for each HTTP port
 _PORT_NAMES = ("master", "volume", "filer", "s3", "admin")
+VOLUMES = 1000  # volumes grow on demand: an empty one costs no disk
 REGION = "us-east-1"
 
 
@@ -181,6 +182,9 @@ class SeaweedFS:
             weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             *(f"-{name}.port={port}" for name, port in self.ports.items()),
             "-webdav=false", "-admin.ui=false", "-master.telemetry=false", f"-s3.config={config}",
+            # One volume per bucket, and by default only as many as GiB of free disk: a test
+            # session creating more buckets than that would get InternalError on its PUTs.
+            f"-volume.max={VOLUMES}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",  # extra listeners on fixed default ports otherwise
             f"-s3.localSocket={self.directory}/s3.sock", f"-filer.localSocket={self.directory}/filer.sock",
         ]
