@@ -673,17 +673,20 @@ Status PageCache::Read(PageFile* f, const std::shared_ptr<RangeSource>& source, 
   bool missed = false;
   std::unique_lock<std::mutex> l(mu_);
   if (closed_) return Status::IOError(name, "the page cache is closed");
-  if (f->mapped_ > 0 && f->fd_->map != nullptr) {
-    // Another reader serves it zero-copy: nothing of it can go, and this one may join.
-    ++stats_.hits;
-    *whole = true;
-    std::shared_ptr<PageFile::Fd> fd = f->fd_;
-    l.unlock();
-    std::memcpy(scratch, fd->map + offset, n);
-    *got = n;
-    return Status::OK();
-  }
   while (true) {
+    if (f->mapped_ > 0 && f->fd_->map != nullptr) {
+      // Another reader serves it zero-copy: nothing of it can go, and this one may join.
+      // Checked on every pass: the file may have been mapped while this reader waited
+      // (MapWhole maps only a file nobody has pinned, so this one holds no pins), and
+      // a mapped file's pages are off the LRU list (their list positions are stale).
+      ++(missed ? stats_.misses : stats_.hits);
+      *whole = true;
+      std::shared_ptr<PageFile::Fd> fd = f->fd_;
+      l.unlock();
+      std::memcpy(scratch, fd->map + offset, n);
+      *got = n;
+      return Status::OK();
+    }
     bool waiting = false;
     uint32_t run_first = 0, run_count = 0;
     for (uint32_t p = p0; p <= p1; ++p) {

@@ -19,6 +19,8 @@ import levels3
 from levels3.stores import LocalDirStore
 from levels3.stores.base import ObjectInfo, ObjectStore
 
+from .processes import assert_clean_exit, run_python
+
 PAGE = 4096
 
 
@@ -585,3 +587,49 @@ def test_the_writers_own_tables_start_fully_present(tmp_path):
     assert stores[0].gets == []  # nothing it wrote had to come back from the store
     assert stats["pages_cached"] > 0
     assert stats["page_hits"] > 0
+
+
+def test_readers_waiting_on_a_page_while_its_table_becomes_mapped_do_not_crash(tmp_path):
+    # A reader waiting for a page another thread fetches, while a third reader finds the
+    # table wholly present and maps it: the waiter used to move its page in the LRU list
+    # although a mapped table's pages are off it (a segfault in about 2 of 3 runs of
+    # test_large_database_with_compactions). In a child process, so that a crash fails
+    # this test and not the whole session.
+    url = str(tmp_path / "db")
+    fill(url, 6_000)  # a few tables of about 150 pages each
+    script = """
+        import random, sys, threading
+        import levels3
+        from tests.test_pages import key, recorded, value
+        url, cache_root = sys.argv[1], sys.argv[2]
+        for round in range(12):
+            stores, wrap = recorded()
+            with levels3.DB(url, cache_page_size=4096, cache_dir=f"{cache_root}/{round}", **wrap) as db:
+                stores[0].delay = 0.002  # fetches overlap: readers wait on each other's pages
+                barrier = threading.Barrier(6)
+                wrong = []
+
+                def reader(seed):
+                    rng = random.Random(seed)
+                    barrier.wait()
+                    for _ in range(300):
+                        i = rng.randrange(6_000)
+                        if db.get(key(i)) != value(i):
+                            wrong.append(i)
+
+                def scanner():
+                    barrier.wait()
+                    if sum(1 for _ in db.iterator(include_value=False)) != 6_000:
+                        wrong.append("scan")
+
+                threads = [threading.Thread(target=reader, args=(round * 10 + n,)) for n in range(4)]
+                threads += [threading.Thread(target=scanner) for _ in range(2)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                assert not wrong, wrong[:10]
+        print("ok")
+    """
+    result = assert_clean_exit(run_python(script, url, str(tmp_path / "caches"), timeout=300))
+    assert result.stdout.strip() == "ok"
