@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from .suite import HERE, PACKAGE, REGION, fake_aws_env, start_moto
+from .suite import HERE, PACKAGE, REGION, fake_aws_env, start_moto, start_proxy
 from .workloads import make_keys, make_values
 
 MiB = 1024 * 1024
@@ -323,13 +323,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.latency_ms < 0 or args.bandwidth_mbps < 0:
         p.error("--latency-ms and --bandwidth-mbps must be >= 0")
     return args
-
-
-def start_proxy(endpoint: str, latency_ms: float, bandwidth_mbps: float) -> Any:
-    """A FaultProxy in front of ``endpoint`` (no faults: latency and bandwidth only), started."""
-    from levels3.testing import FaultProxy
-
-    return FaultProxy(endpoint, latency=latency_ms / 1000, bandwidth=bandwidth_mbps * 1e6 or None).start()
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -134,6 +134,10 @@ def render(doc: dict[str, Any]) -> str:
     cols = [c for c in COLUMNS if c in results]
     width = [32] + [max(14, len(c) + 2) for c in cols]
     lines = [f"levels3 benchmarks - {doc['machine']}, Python {doc['python']}, {doc['total_s']:.0f} s"]
+    store = doc.get("store") or {}
+    if store.get("latency_ms") or store.get("bandwidth_mbps"):
+        lines.append(f"moto columns through a proxy: {store['latency_ms']:g} ms per request, "
+                     f"{store['bandwidth_mbps'] or 'unlimited'} MB/s per stream")
     if cols:
         lines.append("".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(["", *cols], width))))
         for label, fn in ROWS:
