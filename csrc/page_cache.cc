@@ -611,19 +611,31 @@ Status PageCache::FetchRun(std::unique_lock<std::mutex>& l, PageFile* f, RangeSo
   l.unlock();
   std::unique_ptr<char[]> buffer(new char[end - begin]);
   Status s = source->Fetch(name, begin, static_cast<size_t>(end - begin), buffer.get());
-  if (s.ok()) {
-    s = WriteAll(fd->fd, buffer.get(), static_cast<size_t>(end - begin), begin, f->path_);
-    if (!s.ok()) PunchHole(fd->fd, begin, RoundUp(end - begin, kBlock), f->size_);  // what a full disk let through
+  if (s.ok()) s = Store(f, fd.get(), begin, end, buffer.get(), kind);
+  l.lock();
+  Settle(f, first, count, s, kind, end - begin, pin_first, pin_last, mine);
+  return s;
+}
+
+Status PageCache::Store(PageFile* f, PageFile::Fd* fd, uint64_t begin, uint64_t end, const char* data,
+                        FetchKind kind) {
+  Status s = WriteAll(fd->fd, data, static_cast<size_t>(end - begin), begin, f->path_);
+  if (!s.ok()) {
+    PunchHole(fd->fd, begin, RoundUp(end - begin, kBlock), f->size_);  // what a full disk let through
+    return s;
   }
-  if (s.ok() && kind == kFetchTail) {
-    const char* data = buffer.get();
+  if (kind == kFetchTail) {
     LearnTail(f->size_, [data, begin, end](uint64_t offset, size_t n, std::string* out) {
       if (offset < begin || offset + n > end) return false;
       out->assign(data + (offset - begin), n);
       return true;
     });
   }
-  l.lock();
+  return s;
+}
+
+void PageCache::Settle(PageFile* f, uint32_t first, uint32_t count, const Status& s, FetchKind kind,
+                       uint64_t bytes, uint32_t pin_first, uint32_t pin_last, uint8_t* mine) {
   for (uint32_t p = first; p < first + count; ++p) {
     PageFile::Page& page = f->pages_[p];
     if (s.ok()) {
@@ -642,9 +654,70 @@ Status PageCache::FetchRun(std::unique_lock<std::mutex>& l, PageFile* f, RangeSo
   f->busy_ -= count;
   if (s.ok()) {
     ++stats_.requests[kind];
-    stats_.bytes_fetched[kind] += end - begin;
+    stats_.bytes_fetched[kind] += bytes;
   }
   changed_.notify_all();
+}
+
+// -- prefetching tails ----------------------------------------------------------------
+
+bool PageCache::ClaimTail(const std::string& fingerprint, const std::string& object, uint64_t size,
+                          TailClaim* claim) {
+  *claim = TailClaim();
+  if (size == 0) return false;
+  std::shared_ptr<PageFile> file;
+  if (!Acquire(fingerprint, object, size, &file).ok()) return false;
+  std::unique_lock<std::mutex> l(mu_);
+  PageFile* f = file.get();
+  uint32_t first = f->count_, count = 0;
+  if (!closed_ && !f->tail_seen_ && !f->truncating_ && f->mapped_ == 0) {
+    const uint64_t tail = TailEstimate(f->size_);
+    const uint32_t tail_first = static_cast<uint32_t>((f->size_ - tail) / page_size_);
+    while (first > tail_first && f->pages_[first - 1].state == PageFile::kAbsent) {
+      --first;
+      ++count;
+    }
+  }
+  if (count == 0) {
+    ReleaseLocked(f);
+    return false;
+  }
+  f->tail_seen_ = true;  // LevelDB's first read waits for these pages instead of fetching them
+  Claim(f, first, count);
+  uint64_t charge = 0;
+  for (uint32_t p = first; p < first + count; ++p) charge += PageCharge(*f, p);
+  ReserveLocked(l, charge);
+  claim->file = std::move(file);
+  claim->first = first;
+  claim->count = count;
+  claim->offset = static_cast<uint64_t>(first) * page_size_;
+  claim->length = std::min<uint64_t>(f->size_, static_cast<uint64_t>(first + count) * page_size_) - claim->offset;
+  return true;
+}
+
+Status PageCache::CompleteTail(TailClaim* claim, const char* data, size_t n) {
+  if (claim->file == nullptr) return Status::OK();
+  PageFile* f = claim->file.get();
+  Status s;
+  if (data == nullptr) {
+    s = Status::IOError(f->path_, "the tail was not fetched");
+  } else if (n != claim->length) {
+    s = Status::Corruption(f->path_, "a prefetched tail of the wrong size");
+  } else {
+    std::shared_ptr<PageFile::Fd> fd;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      fd = f->fd_;  // the claim keeps the file open
+    }
+    s = Store(f, fd.get(), claim->offset, claim->offset + claim->length, data, kFetchTail);
+  }
+  std::unique_lock<std::mutex> l(mu_);
+  if (!s.ok()) f->tail_seen_ = false;  // LevelDB's own first read fetches the tail, as without a prefetch
+  Settle(f, claim->first, claim->count, s, kFetchTail, claim->length, 0, 0, nullptr);
+  ++stats_.tails_prefetched;
+  ReleaseLocked(f);
+  l.unlock();
+  claim->file.reset();
   return s;
 }
 

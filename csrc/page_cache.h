@@ -143,6 +143,7 @@ struct PageCacheStats {
   uint64_t files = 0;          // page files known
   uint64_t reused_pages = 0;   // pages kept from the previous clean run
   uint64_t tail_estimate = 0;  // bytes a table's first read fetches (for a 2 MiB table)
+  uint64_t tails_prefetched = 0;  // tails fetched by a prefetch (ClaimTail), before LevelDB asked
   bool punch_holes = true;     // false: this file system truncates whole files instead
 };
 
@@ -197,6 +198,13 @@ class PageFile {
   bool truncating_ = false; // being evicted whole (no hole punching): no fetch into it
   int mapped_ = 0;          // readers served zero-copy: every page present, none evictable
   Stream streams_[2];
+};
+
+// The pages of one table's tail, claimed for a prefetch (PageCache::ClaimTail).
+struct TailClaim {
+  std::shared_ptr<PageFile> file;
+  uint32_t first = 0, count = 0;
+  uint64_t offset = 0, length = 0;  // the bytes to fetch
 };
 
 class PageCache {
@@ -255,6 +263,16 @@ class PageCache {
   const char* MapWhole(PageFile* file);
   void Unmap(PageFile* file);
 
+  // Prefetching a table's tail before LevelDB opens it (a cold open knows which tables its
+  // first reads will open): claims the absent pages of the tail that LevelDB's first read
+  // would fetch, and charges them, for the caller to fetch itself (claim->offset,
+  // claim->length) and hand to CompleteTail. LevelDB's reads of claimed pages wait for
+  // them (single-flight), as for any fetch. False: nothing to fetch (the tail is present,
+  // being fetched, or was read already).
+  bool ClaimTail(const std::string& fingerprint, const std::string& object, uint64_t size, TailClaim* claim);
+  // The claimed bytes (data null: the fetch failed, and the pages go back to absent).
+  leveldb::Status CompleteTail(TailClaim* claim, const char* data, size_t n);
+
   PageCacheStats Stats();
 
   // Stops read-ahead, then writes the index (keep) or deletes every page file (!keep).
@@ -307,6 +325,13 @@ class PageCache {
   leveldb::Status FetchRun(std::unique_lock<std::mutex>& l, PageFile* f, RangeSource* source,
                            const std::string& name, uint32_t first, uint32_t count, FetchKind kind,
                            uint32_t pin_first, uint32_t pin_last, uint8_t* mine);
+  // Without mu_: writes fetched bytes [begin, end) into the page file (a tail teaches the
+  // tail estimate).
+  leveldb::Status Store(PageFile* f, PageFile::Fd* fd, uint64_t begin, uint64_t end, const char* data,
+                        FetchKind kind);
+  // With mu_: claimed pages become present (s ok) or absent again; wakes their waiters.
+  void Settle(PageFile* f, uint32_t first, uint32_t count, const leveldb::Status& s, FetchKind kind,
+              uint64_t bytes, uint32_t pin_first, uint32_t pin_last, uint8_t* mine);
   bool Sequential(const PageFile& f, uint64_t offset) const;  // continues a read-ahead stream
   void MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& source,
                       const std::string& name, uint64_t offset, size_t n);
