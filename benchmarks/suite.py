@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if server is not None and (args.latency_ms or args.bandwidth_mbps):
         proxy = start_proxy(endpoint, args.latency_ms, args.bandwidth_mbps)
         print(f"moto columns: through a proxy adding {args.latency_ms:g} ms per request, "
-              f"{args.bandwidth_mbps or 'unlimited'} MB/s per stream", flush=True)
+              f"{report.bandwidth(args.bandwidth_mbps)} per stream", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="levels3-bench-") as workdir:
             for column in columns:
