@@ -274,7 +274,7 @@ def bigger_than_cache(spec: dict[str, Any], rtt: float, out: dict[str, Any]) -> 
 
     def gets(db: Any, count: int) -> dict[str, float]:
         chosen = [keys[rng.randrange(n)] for _ in range(count)]
-        before, fetched = requests(db), db.stats()["bytes_downloaded"]
+        before, fetched, kinds = requests(db), db.stats()["bytes_downloaded"], dict(db.stats()["page_bytes_fetched"])
         start = time.perf_counter()
         for key in chosen:
             if db.get(key) is None:
@@ -282,7 +282,9 @@ def bigger_than_cache(spec: dict[str, Any], rtt: float, out: dict[str, Any]) -> 
         elapsed = time.perf_counter() - start
         got = less(requests(db), before).get("get", 0)
         return {"gets_per_get": got / count, "kib_per_get": (db.stats()["bytes_downloaded"] - fetched) / count / 1024,
-                "rtt_per_get": elapsed / count / rtt, "gets": count}
+                "rtt_per_get": elapsed / count / rtt, "gets": count,
+                "kib_per_get_by_kind": {kind: (n - kinds[kind]) / count / 1024
+                                        for kind, n in db.stats()["page_bytes_fetched"].items()}}
 
     def random_gets(cache_dir: str) -> None:
         with levels3.DB(url, cache_dir=cache_dir, **far_small) as db:
@@ -389,7 +391,8 @@ def render(doc: dict[str, Any]) -> str:
         for key, label in (("cold_random", "random get, cold"), ("steady_random", "random get, steady state")):
             g = r[key]
             lines.append(f"  {label:<32} {g['gets_per_get']:.2f} GETs/get  {g['kib_per_get']:6.1f} KiB/get  "
-                         f"{g['rtt_per_get']:.2f} RTT/get  ({g['gets']} gets)")
+                         f"{g['rtt_per_get']:.2f} RTT/get  ({g['gets']} gets; KiB/get by kind: " +
+                         ", ".join(f"{k} {v:.1f}" for k, v in g["kib_per_get_by_kind"].items()) + ")")
         need = f"{r['scan_bandwidth_s']:.2f} s at the bandwidth" if r["scan_bandwidth_s"] else "no bandwidth limit"
         lines.append(f"  {'cold full scan':<32} {r['scan_s']:.2f} s, {r['scan_bytes'] / MiB:.1f} MiB fetched "
                      f"({need})")
