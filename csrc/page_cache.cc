@@ -791,7 +791,7 @@ Status PageCache::Read(PageFile* f, const std::shared_ptr<RangeSource>& source, 
         kind = kFetchTail;
       } else if (run_first + run_count == p1 + 1 && Sequential(*f, offset)) {
         // A scan that caught up with its read-ahead: take the next pages in this request.
-        while (run_count < kReadaheadRunPages && run_first + run_count < f->count_ &&
+        while (run_count < std::min(kReadaheadRunPages, ReadaheadCap()) && run_first + run_count < f->count_ &&
                f->pages_[run_first + run_count].state == PageFile::kAbsent) {
           ++run_count;
         }
@@ -863,6 +863,13 @@ void PageCache::Unmap(PageFile* f) {
 
 // -- read-ahead ---------------------------------------------------------------------------
 
+uint32_t PageCache::ReadaheadCap() const {
+  // Pages read ahead must outlive their wait in the LRU: a window of an eighth of the bound at
+  // most, or a scan under a small bound evicts its own read-ahead and fetches it again.
+  const uint64_t pages = max_bytes_ / page_size_ / 8;
+  return static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(pages, kMaxReadaheadPages)));
+}
+
 bool PageCache::Sequential(const PageFile& f, uint64_t offset) const {
   for (const auto& stream : f.streams_) {
     if (stream.next == offset && stream.run >= 2) return true;
@@ -877,18 +884,26 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
   for (auto& candidate : f->streams_) {
     if (candidate.next == offset) stream = &candidate;
   }
+  const uint32_t cap = ReadaheadCap();
   if (stream == nullptr) {
     stream = f->streams_[0].used <= f->streams_[1].used ? &f->streams_[0] : &f->streams_[1];
     *stream = PageFile::Stream();
     stream->next = offset + n;
     stream->used = clock;
-    return;
+    // A table read from its first block is a scan or a compaction input far more often than a
+    // get: start reading ahead at once, with a small window (a get that reads block 0 wastes
+    // little), instead of after two more reads, each a round trip at every table a scan enters.
+    if (offset != 0) return;
+    stream->run = 2;
+    stream->window = std::min(kFirstBlockWindowPages, cap);
+  } else {
+    stream->next = offset + n;
+    stream->used = clock;
+    if (++stream->run < 2) return;
   }
-  stream->next = offset + n;
-  stream->used = clock;
-  if (++stream->run < 2 || source == nullptr || closed_) return;
+  if (source == nullptr || closed_) return;
   const uint32_t last = static_cast<uint32_t>((offset + n - 1) / page_size_);
-  if (stream->window == 0) stream->window = kReadaheadRunPages;
+  if (stream->window == 0) stream->window = std::min(kReadaheadRunPages, cap);
   uint32_t from = std::max(stream->ahead, last + 1);
   if (from > last + 1 + stream->window / 2) return;  // far enough ahead already
   const uint32_t to = std::min(f->count_, last + 1 + stream->window);
@@ -899,7 +914,8 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
       continue;
     }
     uint32_t count = 1;
-    while (from + count < to && count < kReadaheadRunPages && f->pages_[from + count].state == PageFile::kAbsent) {
+    while (from + count < to && count < std::min(kReadaheadRunPages, cap) &&
+           f->pages_[from + count].state == PageFile::kAbsent) {
       ++count;
     }
     if (!source->Enter()) break;
@@ -911,7 +927,7 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
   }
   stream->ahead = from;
   if (!scheduled) return;
-  stream->window = std::min(stream->window * 2, kMaxReadaheadPages);
+  stream->window = std::min(stream->window * 2, cap);
   if (workers_.empty()) {
     for (int i = 0; i < kFetchThreads; ++i) workers_.emplace_back([this] { Worker(); });
   }

@@ -69,8 +69,9 @@
 //   read one table at once). A read that starts where a stream's last read ended
 //   extends it; from the third such read on, the pages after it are fetched in the
 //   background, in runs of up to kReadaheadRunPages pages, with a window that doubles up
-//   to kMaxReadaheadPages. At most kFetchThreads ranged GETs are in flight for
-//   read-ahead across the whole cache; when they are busy, read-ahead is skipped, never
+//   to kMaxReadaheadPages (and an eighth of the bound at most); a read of a table's first
+//   block starts a stream at once, with a window of kFirstBlockWindowPages. At most
+//   kFetchThreads ranged GETs are in flight for read-ahead across the whole cache; when they are busy, read-ahead is skipped, never
 //   queued without bound. Read-ahead pages are charged like any page.
 //
 // Restart
@@ -213,6 +214,7 @@ class PageCache {
   static constexpr int kFetchThreads = 4;
   static constexpr uint32_t kReadaheadRunPages = 16;
   static constexpr uint32_t kMaxReadaheadPages = 32;
+  static constexpr uint32_t kFirstBlockWindowPages = 4;  // read-ahead of a table read from its start
 
   // Reads and deletes `directory`/INDEX, keeps the files it lists, deletes the rest.
   static leveldb::Status Open(const std::string& directory, uint64_t max_bytes,
@@ -333,6 +335,7 @@ class PageCache {
   void Settle(PageFile* f, uint32_t first, uint32_t count, const leveldb::Status& s, FetchKind kind,
               uint64_t bytes, uint32_t pin_first, uint32_t pin_last, uint8_t* mine);
   bool Sequential(const PageFile& f, uint64_t offset) const;  // continues a read-ahead stream
+  uint32_t ReadaheadCap() const;  // the largest read-ahead window and run, in pages
   void MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& source,
                       const std::string& name, uint64_t offset, size_t n);
   void Worker();
