@@ -127,6 +127,10 @@ def fmt(v: Any) -> str:
     return f"{v:.0f}"
 
 
+def bandwidth(mbps: float) -> str:
+    return f"{mbps:g} MB/s" if mbps else "unlimited bandwidth"
+
+
 def render(doc: dict[str, Any]) -> str:
     """The table of the measured columns (a failed one keeps its place, as n/a, with its error below), the
     columns skipped and why, one line each, then the ratios and their targets."""
@@ -134,6 +138,10 @@ def render(doc: dict[str, Any]) -> str:
     cols = [c for c in COLUMNS if c in results]
     width = [32] + [max(14, len(c) + 2) for c in cols]
     lines = [f"levels3 benchmarks - {doc['machine']}, Python {doc['python']}, {doc['total_s']:.0f} s"]
+    store = doc.get("store") or {}
+    if store.get("latency_ms") or store.get("bandwidth_mbps"):
+        lines.append(f"moto columns through a proxy: {store['latency_ms']:g} ms per request, "
+                     f"{bandwidth(store['bandwidth_mbps'])} per stream")
     if cols:
         lines.append("".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(["", *cols], width))))
         for label, fn in ROWS:

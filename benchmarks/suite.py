@@ -113,7 +113,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="where to write the results (default: benchmarks/results.json in a checkout, "
                         "nowhere when installed)")
     p.add_argument("--timeout", type=float, default=900, help="per-column timeout, seconds")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="the moto columns reach moto through a proxy adding this latency to each request "
+                        "(levels3.testing.FaultProxy; default 0: no proxy)")
+    p.add_argument("--bandwidth-mbps", type=float, default=0.0,
+                   help="... and pacing each request's body to this many megabytes per second per stream "
+                        "(default 0: unlimited)")
     args = p.parse_args(argv)
+    if args.latency_ms < 0 or args.bandwidth_mbps < 0:
+        p.error("--latency-ms and --bandwidth-mbps must be >= 0")
     quick = args.quick
     args.keys = args.keys or (2000 if quick else 1_000_000)
     args.moto_keys = args.moto_keys or (2000 if quick else 1_000_000)
@@ -145,12 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     started = time.perf_counter()
     server, endpoint = start_moto() if needs_moto else (None, "")
+    proxy = None
+    if server is not None and (args.latency_ms or args.bandwidth_mbps):
+        proxy = start_proxy(endpoint, args.latency_ms, args.bandwidth_mbps)
+        print(f"moto columns: through a proxy adding {args.latency_ms:g} ms per request, "
+              f"{report.bandwidth(args.bandwidth_mbps)} per stream", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="levels3-bench-") as workdir:
             for column in columns:
                 print(f"[{time.perf_counter() - started:6.0f} s] {column}: {sizes[column]:,} keys ...", flush=True)
-                results[column] = run_column(column, sizes[column], args, workdir, endpoint)
+                results[column] = run_column(column, sizes[column], args, workdir, endpoint,
+                                             proxy.url if proxy is not None else endpoint)
     finally:
+        if proxy is not None:
+            proxy.stop()
         if server is not None:
             server.stop()
     doc = {
@@ -158,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": report.machine(),
         "python": platform.python_version(),
         "sizes": {c: sizes[c] for c in args.columns},
+        "store": {"latency_ms": args.latency_ms, "bandwidth_mbps": args.bandwidth_mbps},
         "total_s": time.perf_counter() - started,
         "columns": results,
         "skipped": skipped,
@@ -171,7 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def run_column(column: str, keys: int, args: argparse.Namespace, workdir: str, endpoint: str) -> dict[str, Any]:
+def start_proxy(endpoint: str, latency_ms: float, bandwidth_mbps: float) -> Any:
+    """A FaultProxy in front of ``endpoint`` adding latency and pacing bandwidth (no faults), started."""
+    from levels3.testing import FaultProxy
+
+    return FaultProxy(endpoint, latency=latency_ms / 1000, bandwidth=bandwidth_mbps * 1e6 or None).start()
+
+
+def run_column(column: str, keys: int, args: argparse.Namespace, workdir: str, endpoint: str,
+               store_endpoint: str) -> dict[str, Any]:
+    """One column; its engine reaches moto at ``store_endpoint`` (``endpoint`` itself, or a proxy)."""
     engine, store = column.split("-") if "-" in column else (column, "local")
     spec: dict[str, Any] = {
         "engine": engine,
@@ -190,9 +216,9 @@ def run_column(column: str, keys: int, args: argparse.Namespace, workdir: str, e
         boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(Bucket=bucket)
         if engine == "levels3":
             spec["root"] = f"s3://{bucket}/bench"
-            spec["options"] = {"endpoint_url": endpoint, "region": REGION, "request_timeout": 60}
+            spec["options"] = {"endpoint_url": store_endpoint, "region": REGION, "request_timeout": 60}
         else:
-            spec.update(root="bench", endpoint_url=endpoint, bucket=bucket)
+            spec.update(root="bench", endpoint_url=store_endpoint, bucket=bucket)
     result = run_subprocess(spec, args.timeout)
     if store == "moto":  # drop what moto holds in memory (the next columns' RSS is not charged, but ours is)
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()

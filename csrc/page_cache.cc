@@ -611,19 +611,31 @@ Status PageCache::FetchRun(std::unique_lock<std::mutex>& l, PageFile* f, RangeSo
   l.unlock();
   std::unique_ptr<char[]> buffer(new char[end - begin]);
   Status s = source->Fetch(name, begin, static_cast<size_t>(end - begin), buffer.get());
-  if (s.ok()) {
-    s = WriteAll(fd->fd, buffer.get(), static_cast<size_t>(end - begin), begin, f->path_);
-    if (!s.ok()) PunchHole(fd->fd, begin, RoundUp(end - begin, kBlock), f->size_);  // what a full disk let through
+  if (s.ok()) s = Store(f, fd.get(), begin, end, buffer.get(), kind);
+  l.lock();
+  Settle(f, first, count, s, kind, end - begin, pin_first, pin_last, mine);
+  return s;
+}
+
+Status PageCache::Store(PageFile* f, PageFile::Fd* fd, uint64_t begin, uint64_t end, const char* data,
+                        FetchKind kind) {
+  Status s = WriteAll(fd->fd, data, static_cast<size_t>(end - begin), begin, f->path_);
+  if (!s.ok()) {
+    PunchHole(fd->fd, begin, RoundUp(end - begin, kBlock), f->size_);  // what a full disk let through
+    return s;
   }
-  if (s.ok() && kind == kFetchTail) {
-    const char* data = buffer.get();
+  if (kind == kFetchTail) {
     LearnTail(f->size_, [data, begin, end](uint64_t offset, size_t n, std::string* out) {
       if (offset < begin || offset + n > end) return false;
       out->assign(data + (offset - begin), n);
       return true;
     });
   }
-  l.lock();
+  return s;
+}
+
+void PageCache::Settle(PageFile* f, uint32_t first, uint32_t count, const Status& s, FetchKind kind,
+                       uint64_t bytes, uint32_t pin_first, uint32_t pin_last, uint8_t* mine) {
   for (uint32_t p = first; p < first + count; ++p) {
     PageFile::Page& page = f->pages_[p];
     if (s.ok()) {
@@ -642,9 +654,70 @@ Status PageCache::FetchRun(std::unique_lock<std::mutex>& l, PageFile* f, RangeSo
   f->busy_ -= count;
   if (s.ok()) {
     ++stats_.requests[kind];
-    stats_.bytes_fetched[kind] += end - begin;
+    stats_.bytes_fetched[kind] += bytes;
   }
   changed_.notify_all();
+}
+
+// -- prefetching tails ----------------------------------------------------------------
+
+bool PageCache::ClaimTail(const std::string& fingerprint, const std::string& object, uint64_t size,
+                          TailClaim* claim) {
+  *claim = TailClaim();
+  if (size == 0) return false;
+  std::shared_ptr<PageFile> file;
+  if (!Acquire(fingerprint, object, size, &file).ok()) return false;
+  std::unique_lock<std::mutex> l(mu_);
+  PageFile* f = file.get();
+  uint32_t first = f->count_, count = 0;
+  if (!closed_ && !f->tail_seen_ && !f->truncating_ && f->mapped_ == 0) {
+    const uint64_t tail = TailEstimate(f->size_);
+    const uint32_t tail_first = static_cast<uint32_t>((f->size_ - tail) / page_size_);
+    while (first > tail_first && f->pages_[first - 1].state == PageFile::kAbsent) {
+      --first;
+      ++count;
+    }
+  }
+  if (count == 0) {
+    ReleaseLocked(f);
+    return false;
+  }
+  f->tail_seen_ = true;  // LevelDB's first read waits for these pages instead of fetching them
+  Claim(f, first, count);
+  uint64_t charge = 0;
+  for (uint32_t p = first; p < first + count; ++p) charge += PageCharge(*f, p);
+  ReserveLocked(l, charge);
+  claim->file = std::move(file);
+  claim->first = first;
+  claim->count = count;
+  claim->offset = static_cast<uint64_t>(first) * page_size_;
+  claim->length = std::min<uint64_t>(f->size_, static_cast<uint64_t>(first + count) * page_size_) - claim->offset;
+  return true;
+}
+
+Status PageCache::CompleteTail(TailClaim* claim, const char* data, size_t n) {
+  if (claim->file == nullptr) return Status::OK();
+  PageFile* f = claim->file.get();
+  Status s;
+  if (data == nullptr) {
+    s = Status::IOError(f->path_, "the tail was not fetched");
+  } else if (n != claim->length) {
+    s = Status::Corruption(f->path_, "a prefetched tail of the wrong size");
+  } else {
+    std::shared_ptr<PageFile::Fd> fd;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      fd = f->fd_;  // the claim keeps the file open
+    }
+    s = Store(f, fd.get(), claim->offset, claim->offset + claim->length, data, kFetchTail);
+  }
+  std::unique_lock<std::mutex> l(mu_);
+  if (!s.ok()) f->tail_seen_ = false;  // LevelDB's own first read fetches the tail, as without a prefetch
+  Settle(f, claim->first, claim->count, s, kFetchTail, claim->length, 0, 0, nullptr);
+  ++stats_.tails_prefetched;
+  ReleaseLocked(f);
+  l.unlock();
+  claim->file.reset();
   return s;
 }
 
@@ -721,7 +794,7 @@ Status PageCache::Read(PageFile* f, const std::shared_ptr<RangeSource>& source, 
         kind = kFetchTail;
       } else if (run_first + run_count == p1 + 1 && Sequential(*f, offset)) {
         // A scan that caught up with its read-ahead: take the next pages in this request.
-        while (run_count < kReadaheadRunPages && run_first + run_count < f->count_ &&
+        while (run_count < std::min(kReadaheadRunPages, ReadaheadCap()) && run_first + run_count < f->count_ &&
                f->pages_[run_first + run_count].state == PageFile::kAbsent) {
           ++run_count;
         }
@@ -793,6 +866,13 @@ void PageCache::Unmap(PageFile* f) {
 
 // -- read-ahead ---------------------------------------------------------------------------
 
+uint32_t PageCache::ReadaheadCap() const {
+  // Pages read ahead must outlive their wait in the LRU: a window of an eighth of the bound at
+  // most, or a scan under a small bound evicts its own read-ahead and fetches it again.
+  const uint64_t pages = max_bytes_ / page_size_ / 8;
+  return static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(pages, kMaxReadaheadPages)));
+}
+
 bool PageCache::Sequential(const PageFile& f, uint64_t offset) const {
   for (const auto& stream : f.streams_) {
     if (stream.next == offset && stream.run >= 2) return true;
@@ -807,18 +887,26 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
   for (auto& candidate : f->streams_) {
     if (candidate.next == offset) stream = &candidate;
   }
+  const uint32_t cap = ReadaheadCap();
   if (stream == nullptr) {
     stream = f->streams_[0].used <= f->streams_[1].used ? &f->streams_[0] : &f->streams_[1];
     *stream = PageFile::Stream();
     stream->next = offset + n;
     stream->used = clock;
-    return;
+    // A table read from its first block is a scan or a compaction input far more often than a
+    // get: start reading ahead at once, with a small window (a get that reads block 0 wastes
+    // little), instead of after two more reads, each a round trip at every table a scan enters.
+    if (offset != 0) return;
+    stream->run = 2;
+    stream->window = std::min(kFirstBlockWindowPages, cap);
+  } else {
+    stream->next = offset + n;
+    stream->used = clock;
+    if (++stream->run < 2) return;
   }
-  stream->next = offset + n;
-  stream->used = clock;
-  if (++stream->run < 2 || source == nullptr || closed_) return;
+  if (source == nullptr || closed_) return;
   const uint32_t last = static_cast<uint32_t>((offset + n - 1) / page_size_);
-  if (stream->window == 0) stream->window = kReadaheadRunPages;
+  if (stream->window == 0) stream->window = std::min(kReadaheadRunPages, cap);
   uint32_t from = std::max(stream->ahead, last + 1);
   if (from > last + 1 + stream->window / 2) return;  // far enough ahead already
   const uint32_t to = std::min(f->count_, last + 1 + stream->window);
@@ -829,7 +917,8 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
       continue;
     }
     uint32_t count = 1;
-    while (from + count < to && count < kReadaheadRunPages && f->pages_[from + count].state == PageFile::kAbsent) {
+    while (from + count < to && count < std::min(kReadaheadRunPages, cap) &&
+           f->pages_[from + count].state == PageFile::kAbsent) {
       ++count;
     }
     if (!source->Enter()) break;
@@ -841,7 +930,7 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
   }
   stream->ahead = from;
   if (!scheduled) return;
-  stream->window = std::min(stream->window * 2, kMaxReadaheadPages);
+  stream->window = std::min(stream->window * 2, cap);
   if (workers_.empty()) {
     for (int i = 0; i < kFetchThreads; ++i) workers_.emplace_back([this] { Worker(); });
   }

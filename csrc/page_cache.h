@@ -69,8 +69,9 @@
 //   read one table at once). A read that starts where a stream's last read ended
 //   extends it; from the third such read on, the pages after it are fetched in the
 //   background, in runs of up to kReadaheadRunPages pages, with a window that doubles up
-//   to kMaxReadaheadPages. At most kFetchThreads ranged GETs are in flight for
-//   read-ahead across the whole cache; when they are busy, read-ahead is skipped, never
+//   to kMaxReadaheadPages (and an eighth of the bound at most); a read of a table's first
+//   block starts a stream at once, with a window of kFirstBlockWindowPages. At most
+//   kFetchThreads ranged GETs are in flight for read-ahead across the whole cache; when they are busy, read-ahead is skipped, never
 //   queued without bound. Read-ahead pages are charged like any page.
 //
 // Restart
@@ -143,6 +144,7 @@ struct PageCacheStats {
   uint64_t files = 0;          // page files known
   uint64_t reused_pages = 0;   // pages kept from the previous clean run
   uint64_t tail_estimate = 0;  // bytes a table's first read fetches (for a 2 MiB table)
+  uint64_t tails_prefetched = 0;  // tails fetched by a prefetch (ClaimTail), before LevelDB asked
   bool punch_holes = true;     // false: this file system truncates whole files instead
 };
 
@@ -199,12 +201,20 @@ class PageFile {
   Stream streams_[2];
 };
 
+// The pages of one table's tail, claimed for a prefetch (PageCache::ClaimTail).
+struct TailClaim {
+  std::shared_ptr<PageFile> file;
+  uint32_t first = 0, count = 0;
+  uint64_t offset = 0, length = 0;  // the bytes to fetch
+};
+
 class PageCache {
  public:
   static constexpr uint64_t kDefaultTail = 64 * 1024;
   static constexpr int kFetchThreads = 4;
   static constexpr uint32_t kReadaheadRunPages = 16;
   static constexpr uint32_t kMaxReadaheadPages = 32;
+  static constexpr uint32_t kFirstBlockWindowPages = 4;  // read-ahead of a table read from its start
 
   // Reads and deletes `directory`/INDEX, keeps the files it lists, deletes the rest.
   static leveldb::Status Open(const std::string& directory, uint64_t max_bytes,
@@ -254,6 +264,16 @@ class PageCache {
   // kept) until Unmap; null when the file is not whole or the pinned share is used up.
   const char* MapWhole(PageFile* file);
   void Unmap(PageFile* file);
+
+  // Prefetching a table's tail before LevelDB opens it (a cold open knows which tables its
+  // first reads will open): claims the absent pages of the tail that LevelDB's first read
+  // would fetch, and charges them, for the caller to fetch itself (claim->offset,
+  // claim->length) and hand to CompleteTail. LevelDB's reads of claimed pages wait for
+  // them (single-flight), as for any fetch. False: nothing to fetch (the tail is present,
+  // being fetched, or was read already).
+  bool ClaimTail(const std::string& fingerprint, const std::string& object, uint64_t size, TailClaim* claim);
+  // The claimed bytes (data null: the fetch failed, and the pages go back to absent).
+  leveldb::Status CompleteTail(TailClaim* claim, const char* data, size_t n);
 
   PageCacheStats Stats();
 
@@ -307,7 +327,15 @@ class PageCache {
   leveldb::Status FetchRun(std::unique_lock<std::mutex>& l, PageFile* f, RangeSource* source,
                            const std::string& name, uint32_t first, uint32_t count, FetchKind kind,
                            uint32_t pin_first, uint32_t pin_last, uint8_t* mine);
+  // Without mu_: writes fetched bytes [begin, end) into the page file (a tail teaches the
+  // tail estimate).
+  leveldb::Status Store(PageFile* f, PageFile::Fd* fd, uint64_t begin, uint64_t end, const char* data,
+                        FetchKind kind);
+  // With mu_: claimed pages become present (s ok) or absent again; wakes their waiters.
+  void Settle(PageFile* f, uint32_t first, uint32_t count, const leveldb::Status& s, FetchKind kind,
+              uint64_t bytes, uint32_t pin_first, uint32_t pin_last, uint8_t* mine);
   bool Sequential(const PageFile& f, uint64_t offset) const;  // continues a read-ahead stream
+  uint32_t ReadaheadCap() const;  // the largest read-ahead window and run, in pages
   void MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& source,
                       const std::string& name, uint64_t offset, size_t n);
   void Worker();

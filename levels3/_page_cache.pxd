@@ -27,7 +27,16 @@ cdef extern from "page_cache.h" namespace "levels3" nogil:
         uint64_t files
         uint64_t reused_pages
         uint64_t tail_estimate
+        uint64_t tails_prefetched
         bool punch_holes
+
+    cdef cppclass PageFile:
+        pass
+
+    cdef cppclass TailClaim:
+        shared_ptr[PageFile] file
+        uint64_t offset
+        uint64_t length
 
     cdef cppclass PageCache:
         @staticmethod
@@ -37,6 +46,8 @@ cdef extern from "page_cache.h" namespace "levels3" nogil:
         PageCacheStats Stats()
         Status Close(bool keep)
         void ReserveForWholeFiles(uint64_t bytes)
+        bool ClaimTail(const string& fingerprint, const string& object, uint64_t size, TailClaim* claim)
+        Status CompleteTail(TailClaim* claim, const char* data, size_t n)
         void DisableHolePunchingForTesting()
 
 

@@ -40,10 +40,24 @@ cdef class NativePageCache:
             "page_bytes": s.page_bytes, "whole_file_bytes": s.whole_file_bytes, "pages": s.pages_present, "mapped_bytes": s.mapped_bytes,
             "hits": s.hits, "misses": s.misses, "evictions": s.evictions, "files": s.files,
             "reused_pages": s.reused_pages, "tail_estimate": s.tail_estimate, "punch_holes": s.punch_holes,
+            "tails_prefetched": s.tails_prefetched,
             "requests": {"tail": s.requests[0], "data": s.requests[1], "readahead": s.requests[2]},
             "bytes_fetched": {"tail": s.bytes_fetched[0], "data": s.bytes_fetched[1],
                               "readahead": s.bytes_fetched[2]},
         }
+
+    def claim_tail(self, str fingerprint, str object_key, uint64_t size):
+        """Claim a table's tail for a prefetch: a TailClaim (its offset and length to fetch,
+        then complete()), or None when there is nothing to fetch."""
+        cdef TailClaim claim = TailClaim.__new__(TailClaim)
+        cdef string fp = fingerprint.encode(), obj = object_key.encode()
+        cdef bint claimed
+        with nogil:
+            claimed = self.cache.get().ClaimTail(fp, obj, size, &claim.claim)
+        if not claimed:
+            return None
+        claim.owner = self
+        return claim
 
     def close(self, bint keep):
         """Stop read-ahead; keep: write the index a clean restart reuses, else delete the pages."""
@@ -56,6 +70,44 @@ cdef class NativePageCache:
     def _disable_hole_punching(self):
         """Tests: evict whole files, as on a file system that cannot punch holes."""
         self.cache.get().DisableHolePunchingForTesting()
+
+
+cdef class TailClaim:
+    """A table tail claimed for a prefetch (NativePageCache.claim_tail): fetch bytes
+    [offset, offset + length) of the object, then complete(data), or complete(None) if
+    the fetch failed. Until then LevelDB's reads of those pages wait."""
+    cdef pc.TailClaim claim
+    cdef NativePageCache owner
+
+    @property
+    def offset(self):
+        return self.claim.offset
+
+    @property
+    def length(self):
+        return self.claim.length
+
+    def complete(self, data):
+        """Hand the fetched bytes to the page cache (None: the fetch failed)."""
+        cdef const char* buffer = NULL
+        cdef size_t n = 0
+        cdef Status st
+        if self.owner is None:
+            return
+        if data is not None:
+            buffer = data
+            n = len(data)
+        with nogil:
+            st = self.owner.cache.get().CompleteTail(&self.claim, buffer, n)
+        self.owner = None
+        if not st.ok():
+            raise IOError(st.ToString().decode("utf-8", "replace"))
+
+    def __dealloc__(self):
+        # A claim dropped unfinished must not leave LevelDB waiting for its pages.
+        if self.owner is not None:
+            with nogil:
+                self.owner.cache.get().CompleteTail(&self.claim, NULL, 0)
 
 
 cdef ldb.Env* new_env(object control, const ldb.Options& opts) except NULL:

@@ -547,6 +547,32 @@ def test_bloom_filter_bits(tmp_path) -> None:
     assert b"filter.leveldb.BuiltinBloomFilter2" not in tables[0]
 
 
+def test_tables_written_with_a_bloom_filter_stay_readable_by_plyvel(tmp_path) -> None:
+    """A filter is one more block in each table: plyvel reads them with or without a filter policy."""
+    import subprocess
+    import sys
+
+    plyvel = pytest.importorskip("plyvel")
+    url = str(tmp_path / "db")
+    with levels3.DB(url, create_if_missing=True, bloom_filter_bits=10) as db:
+        fill(db, 3000)
+        db.compact_range()
+    assert b"filter.leveldb.BuiltinBloomFilter2" in b"".join(
+        v for k, v in store_files(tmp_path / "db").items() if k.endswith(".ldb"))
+    out = str(tmp_path / "exported")
+    done = subprocess.run([sys.executable, "-m", "levels3", "export", url, out, "--quiet"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = {b"k%06d" % i: bytes([i % 251]) * 100 for i in range(3000)}
+    for policy in ({}, {"bloom_filter_bits": 10}):
+        db = plyvel.DB(out, **policy)
+        try:
+            assert dict(db) == expected
+            assert db.get(b"k001234") == expected[b"k001234"] and db.get(b"k999999") is None
+        finally:
+            db.close()
+
+
 def test_lru_cache_size(tmp_path) -> None:
     usage = {}
     for cache_size in (1, 32 * 1024 * 1024):

@@ -84,6 +84,14 @@ def recorded(**kwargs) -> tuple[list[RecordingStore], dict]:
     return holder, {"wrap_store": wrap}
 
 
+@pytest.fixture
+def no_tail_prefetch(monkeypatch):
+    """For tests of LevelDB's own reads: no tails fetched ahead of them at a cold open."""
+    from levels3.engine import pages
+
+    monkeypatch.setattr(pages, "TAIL_PREFETCH_SHARE", 0)
+
+
 def key(i: int) -> bytes:
     return b"key-%08d" % i
 
@@ -124,7 +132,7 @@ def table_sizes(db: levels3.DB) -> dict[str, int]:
 # -- misses -----------------------------------------------------------------------------
 
 
-def test_a_miss_fetches_the_aligned_pages(tmp_path):
+def test_a_miss_fetches_the_aligned_pages(tmp_path, no_tail_prefetch):
     url = str(tmp_path / "db")
     fill(url, 20_000)
     stores, wrap = recorded()
@@ -141,26 +149,29 @@ def test_a_miss_fetches_the_aligned_pages(tmp_path):
         assert end - start < sizes[obj] or sizes[obj] <= 64 * 1024, "a whole table was fetched"
 
 
-def test_adjacent_missing_pages_of_one_read_are_one_request(tmp_path):
+def test_adjacent_missing_pages_of_one_read_are_one_request(tmp_path, no_tail_prefetch):
     # 16 KiB blocks of 1000-byte values: one block read spans at least four 4 KiB pages.
     url = str(tmp_path / "db")
     fill(url, 6000, size=1000, block_size=16 * 1024, write_buffer_size=1 << 20)
     stores, wrap = recorded()
     with levels3.DB(url, cache_page_size=PAGE, lru_cache_size=1024, **wrap) as db:
         sizes = table_sizes(db)
-        assert db.get(key(0)) == value(0, 1000)  # the first block of a table, far from its tail
+        # the third block of a table, far from its tail (a read of the first starts a read-ahead)
+        assert db.get(key(40)) == value(40, 1000)
     data = [(o, s, e) for o, s, e in stores[0].gets if e != sizes[o]]  # not the table's tail
     assert len(data) == 1, data
     _obj, start, end = data[0]
-    assert start == 0 and end >= 16 * 1024
+    assert start % PAGE == 0 and end - start >= 16 * 1024
 
 
-def test_concurrent_misses_on_one_page_are_single_flight(tmp_path):
+def test_concurrent_misses_on_one_page_are_single_flight(tmp_path, no_tail_prefetch):
     url = str(tmp_path / "db")
     fill(url, 20_000)
     stores, wrap = recorded()
     with levels3.DB(url, cache_page_size=PAGE, lru_cache_size=1024, **wrap) as db:
-        assert db.get(key(0)) == value(0)  # opens the table holding key 0: its tail is local now
+        # opens the table holding key 150: its tail is local now (not key 0: a read of a
+        # table's first block starts a read-ahead, whose GETs would land below)
+        assert db.get(key(150)) == value(150)
         store = stores[0]
         store.delay = 0.3
         before = len(store.gets)
@@ -210,7 +221,7 @@ def opening_requests(gets: list[tuple[str, int, int]], tails: dict[str, int]) ->
     return counts
 
 
-def test_opening_a_table_costs_one_request(tmp_path):
+def test_opening_a_table_costs_one_request(tmp_path, no_tail_prefetch):
     url = str(tmp_path / "db")
     fill(url, 40_000, bloom_filter_bits=10)
     stores, wrap = recorded()
@@ -224,7 +235,7 @@ def test_opening_a_table_costs_one_request(tmp_path):
     assert set(opened.values()) == {1}, opened
 
 
-def test_a_larger_index_costs_one_more_request_and_teaches_the_tail(tmp_path):
+def test_a_larger_index_costs_one_more_request_and_teaches_the_tail(tmp_path, no_tail_prefetch):
     # 512-byte blocks of 1000-byte values: an index entry per value, an index far above
     # the 64 KiB a first table open fetches.
     url = str(tmp_path / "db")
@@ -244,6 +255,104 @@ def test_a_larger_index_costs_one_more_request_and_teaches_the_tail(tmp_path):
     opened = opening_requests(stores[0].gets, tails)
     assert opened.pop(first_opened) == 2  # the default tail, then the rest of the index
     assert opened and set(opened.values()) == {1}, opened  # later tables: the learned tail
+
+
+# -- tails prefetched at a cold open ---------------------------------------------------------
+
+
+def wait_for_prefetch(db: levels3.DB, timeout: float = 20.0) -> int:
+    """Until the tail prefetch has settled (tails_prefetched stops growing); returns it."""
+    deadline, last, stable = time.monotonic() + timeout, -1, 0
+    while time.monotonic() < deadline:
+        now = db.stats()["tails_prefetched"]
+        stable = stable + 1 if now == last else 0
+        if stable >= 5:
+            return now
+        last = now
+        time.sleep(0.05)
+    raise AssertionError("the tail prefetch did not settle")
+
+
+def overlaps(a: tuple[str, int, int], b: tuple[str, int, int]) -> bool:
+    return a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
+
+
+def test_a_cold_open_prefetches_table_tails_in_parallel(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 40_000)
+    stores, wrap = recorded(delay=0.05)
+    with levels3.DB(url, cache_page_size=PAGE, **wrap) as db:
+        prefetched = wait_for_prefetch(db)
+        tables = table_sizes(db)
+        ahead = list(stores[0].gets)
+        assert prefetched >= min(len(tables), 8) and len(tables) >= 8
+        assert stores[0].max_in_flight > 1  # in parallel, not one round trip after another
+        for i in random.Random(3).sample(range(40_000), 200):
+            assert db.get(key(i)) == value(i)
+        read = stores[0].gets[len(ahead):]
+    # LevelDB's table opens found their tails present: no read fetched again what the prefetch did
+    assert read and not [(r, a) for r in read for a in ahead if overlaps(r, a)]
+
+
+def test_the_tail_prefetch_takes_a_quarter_of_the_bound_at_most(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 40_000)
+    bound = 128 * 1024
+    stores, wrap = recorded()
+    with levels3.DB(url, cache_page_size=PAGE, max_cache_bytes=bound, **wrap) as db:
+        wait_for_prefetch(db)
+        ahead = [end - start for _key, start, end in stores[0].gets]
+        assert ahead and len(ahead) < len(table_sizes(db))
+    # claims stop once the share is used: it may be passed by the last claim only
+    assert sum(ahead) - max(ahead) < bound // 4
+
+
+class _FailsPrefetches(RecordingStore):
+    def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        if key.endswith(".ldb") and threading.current_thread().name.startswith("levels3-requests"):
+            with self._lock:
+                self.gets.append((key, start, -1 if end is None else end))
+            raise levels3.IOError("injected: the prefetch's GET fails")
+        return super().get(key, start, end)
+
+
+def test_a_failed_prefetch_leaves_the_tail_to_leveldbs_own_read(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 40_000)
+    holder = []
+
+    def wrap(store):
+        holder.append(_FailsPrefetches(store))
+        return holder[-1]
+
+    with levels3.DB(url, cache_page_size=PAGE, wrap_store=wrap) as db:
+        wait_for_prefetch(db)
+        failed = len(holder[0].gets)
+        assert failed >= 8
+        for i in range(0, 40_000, 97):
+            assert db.get(key(i)) == value(i)
+        assert len(holder[0].gets) > failed  # LevelDB fetched the tails itself
+
+
+def test_closing_during_a_tail_prefetch_waits_for_it(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 40_000)
+    stores, wrap = recorded(delay=0.3)
+    db = levels3.DB(url, cache_page_size=PAGE, **wrap)
+    time.sleep(0.05)
+    assert stores[0].in_flight > 0
+    db.close()
+    assert stores[0].in_flight == 0  # no GET lands in a closed page cache
+    with levels3.DB(url, cache_page_size=PAGE) as db:
+        assert [v for _k, v in db.iterator()] == [value(i) for i in range(40_000)]
+
+
+def test_a_followers_first_read_prefetches_the_tails(tmp_path):
+    url = str(tmp_path / "db")
+    fill(url, 40_000)
+    with levels3.DB(url, read_only=True, cache_page_size=PAGE) as follower:
+        assert follower.get(key(7)) == value(7)
+        assert wait_for_prefetch(follower) >= 8
 
 
 # -- the bound -------------------------------------------------------------------------------
@@ -361,7 +470,7 @@ def test_warm_reads_never_call_back_into_python(tmp_path):
     assert 0 < after["cache_mapped_bytes"] <= (limit - whole_files) / 2  # straight from mapped whole files
 
 
-def test_a_sequential_scan_reads_ahead_with_bounded_requests_in_flight(tmp_path):
+def test_a_sequential_scan_reads_ahead_with_bounded_requests_in_flight(tmp_path, no_tail_prefetch):
     url = str(tmp_path / "db")
     fill(url, 40_000)
     stores, wrap = recorded(delay=0.005)
@@ -433,7 +542,7 @@ def test_a_page_directory_that_vanished_does_not_fail_close(tmp_path, caplog):
         assert db.get(b"after") == b"value" and db.get(key(1)) == value(1)
 
 
-def test_pages_are_discarded_after_a_crash(tmp_path):
+def test_pages_are_discarded_after_a_crash(tmp_path, no_tail_prefetch):
     url = str(tmp_path / "db")
     fill(url, 20_000)
     cache_dir = str(tmp_path / "cache")
@@ -544,6 +653,7 @@ def test_a_full_cache_disk_fails_reads_with_ioerror(tmp_path, small_disk):
     cache_dir = os.path.join(small_disk, "cache")
     with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE, lru_cache_size=1024) as db:
         assert db.get(key(1)) == value(1)
+        wait_for_prefetch(db)  # the tails it fetched are on the disk before the disk is filled
         fill_disk(small_disk, leave=0)
         with pytest.raises(levels3.IOError, match="cache directory"):
             for i in random.Random(5).sample(range(20_000), 2000):

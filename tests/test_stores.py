@@ -24,6 +24,7 @@ from levels3.stores import (
     LocalDirStore,
     ObjectInfo,
     ObjectStore,
+    PutCondition,
     PutMode,
     RetryingStore,
     S3Store,
@@ -325,6 +326,41 @@ def test_probe_refuses_stores_without_conditional_writes(tmp_path) -> None:
         probe_conditional_writes(_IgnoresConditions(tmp_path / "a", create=True))
     with pytest.raises(StoreError, match="does not support conditional writes"):
         probe_conditional_writes(_AnswersNotImplemented(tmp_path / "b", create=True))
+
+
+class _IgnoresIfMatch(LocalDirStore):
+    def put(self, key, data, *, mode=PutMode.OVERWRITE, metadata=None):  # type: ignore[override]
+        if mode.condition is PutCondition.REPLACE:
+            mode = PutMode.OVERWRITE
+        return super().put(key, data, mode=mode, metadata=metadata)
+
+
+class _IgnoresIfMatchOnDelete(LocalDirStore):
+    def delete(self, key, *, if_match=None):  # type: ignore[override]
+        return super().delete(key)
+
+
+def test_probe_refuses_stores_that_ignore_if_match(tmp_path) -> None:
+    # Each condition is checked on its own: the probe sends its refusals together.
+    with pytest.raises(StoreError, match="ignored If-Match and overwrote"):
+        probe_conditional_writes(_IgnoresIfMatch(tmp_path / "a", create=True))
+    store = _IgnoresIfMatchOnDelete(tmp_path / "b", create=True)
+    with pytest.raises(StoreError, match="ignored If-Match on DELETE"):
+        probe_conditional_writes(store)
+    assert list(store.list()) == []  # the probe's objects are removed when it fails too
+
+
+def test_s3_clients_are_built_once_per_configuration(moto_endpoint: str, server_bucket: str) -> None:
+    options = S3Options(endpoint_url=moto_endpoint, region=REGION, access_key="AKIALEVELS3SHARED01",
+                        secret_key="levels3-shared-secret")
+    first, second = S3Store(server_bucket, "a", options), S3Store(server_bucket, "b", options)
+    assert first._client is second._client
+    first.close()  # a shared client stays open for the other stores
+    second.put("k", b"v")
+    assert second.get("k") == b"v"
+    other = S3Store(server_bucket, "a", S3Options(endpoint_url=moto_endpoint, region=REGION,
+                                                  access_key="AKIALEVELS3SHARED01", secret_key="another-secret"))
+    assert other._client is not first._client
 
 
 def test_s3_answering_501_is_reported_clearly(mocked_aws) -> None:

@@ -10,6 +10,10 @@ things only:
   object key, size, ETag), so a page file is reused only for that exact content;
 - ``fetch``: the bytes of a miss, one ranged GET.
 
+A cold open also prefetches table tails (footer, index, filter) in parallel, newest
+tables first, up to a share of the bound: LevelDB's first reads open one table per
+level, each of which would otherwise cost a round trip in a row.
+
 This module also decides where the pages live: inside the writer's cache directory
 (reused after a clean close, discarded after a crash), or in a private temporary
 directory that a follower's generations share. May call the native page cache,
@@ -22,9 +26,11 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptionError, Error, IOError, ObjectNotFound
+from ..parallel import submit
 from .layout import FileKind, kind_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +42,11 @@ log = logging.getLogger("levels3.cache")
 
 PAGES_DIR = ".levels3-pages"  # inside a cache directory; LocalCache leaves it alone
 
+#: The table tails a cold open prefetches may take this share of max_cache_bytes at most.
+TAIL_PREFETCH_SHARE = 0.25
+#: Ranged GETs of tails in flight at once, per open (botocore keeps 10 connections per client).
+TAIL_PREFETCH_REQUESTS = 8
+
 
 class PageStore:
     """The page cache of one database: one per writer, shared by a follower's generations."""
@@ -46,7 +57,10 @@ class PageStore:
         self.directory = directory
         self.temporary = temporary
         self.native = NativePageCache(directory, max_bytes, page_size)
+        self.max_bytes = max_bytes
         self._closed = False
+        self._prefetches: list[_TailPrefetch] = []
+        self._lock = threading.Lock()
 
     @classmethod
     def in_cache(cls, cache: "LocalCache", max_bytes: int, page_size: int) -> "PageStore":
@@ -71,6 +85,14 @@ class PageStore:
         self.native.retain(r.fingerprint for r in catalog.records()
                            if r.objects and kind_of(r.name) is FileKind.TABLE)
 
+    def start_prefetch(self, prefetch: "_TailPrefetch") -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._prefetches = [p for p in self._prefetches if not p._done.is_set()]
+            self._prefetches.append(prefetch)
+        prefetch.start()
+
     def close(self) -> None:
         """After LevelDB is gone: write the index a clean restart reuses, or remove it all.
 
@@ -80,6 +102,10 @@ class PageStore:
         if self._closed:
             return
         self._closed = True
+        with self._lock:
+            prefetches, self._prefetches = self._prefetches, []
+        for prefetch in prefetches:
+            prefetch.stop()  # waits for its GETs: none may land in a closed page cache
         try:
             self.native.close(not self.temporary)
         except Error as exc:
@@ -96,6 +122,32 @@ class PagedTables:
     def __init__(self, control: "EnvControl", store: PageStore) -> None:
         self.control = control
         self.store = store
+        # A writer's catalog is loaded already: its tails arrive while LevelDB recovers.
+        # A follower's is loaded after this: its first table open starts the prefetch.
+        self._prefetching = False
+        if getattr(control, "lease", None) is not None:
+            self.prefetch_tails()
+            self._prefetching = True  # once, at open: later tables are the writer's own
+
+    def prefetch_tails(self) -> None:
+        """Fetch the tails of the catalog's tables in the background, in parallel, newest
+        first, until a share of the bound is claimed. Once per generation; a tail already
+        present costs nothing, and one LevelDB asks for meanwhile is fetched once (its read
+        waits for the prefetch). A prefetch that fails leaves the tail to LevelDB's own read."""
+        if self._prefetching:
+            return
+        budget = int(self.store.max_bytes * TAIL_PREFETCH_SHARE)
+        if budget <= 0:
+            return
+        tables = [r for r in self.control.catalog.records()
+                  if kind_of(r.name) is FileKind.TABLE and len(r.objects) == 1
+                  and not (r.writing or r.unsent_tail or r.local)]
+        tables.sort(key=lambda r: _file_number(r.name), reverse=True)
+        if not tables:
+            return
+        self._prefetching = True
+        log.debug("prefetching the tails of up to %d tables", len(tables))
+        self.store.start_prefetch(_TailPrefetch(self, tables, budget))
 
     @property
     def native(self) -> Any:
@@ -108,6 +160,8 @@ class PagedTables:
         written (and this process uploaded), so the whole-file cache forgets it."""
         if kind_of(name) is not FileKind.TABLE:
             return None
+        if not self._prefetching:
+            self.prefetch_tails()  # a follower: its catalog is complete once LevelDB opens tables
         record = self.control.catalog.get(name)
         if record is None or record.writing or record.unsent_tail or record.local or len(record.objects) != 1:
             return None
@@ -150,4 +204,77 @@ class PagedTables:
             "pages_reused": s["reused_pages"],
             "page_requests": dict(s["requests"]),
             "page_bytes_fetched": dict(s["bytes_fetched"]),
+            "tails_prefetched": s["tails_prefetched"],
         }
+
+
+def _file_number(name: str) -> int:
+    """LevelDB's file number of a table name (000123.ldb: 123); newer tables have higher ones."""
+    stem = name.split(".", 1)[0]
+    return int(stem) if stem.isdigit() else -1
+
+
+class _TailPrefetch:
+    """One generation's tail prefetch: claims tails in order, fetches them on the shared request pool."""
+
+    def __init__(self, tables: PagedTables, records: list[Any], budget: int) -> None:
+        self.tables = tables
+        self.pending = list(records)
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._done = threading.Event()
+        self._done.set()  # until started
+        self._running = 0
+
+    def start(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._running = TAIL_PREFETCH_REQUESTS
+            self._done.clear()
+        for _ in range(TAIL_PREFETCH_REQUESTS):
+            submit(self._run)
+
+    def _next(self) -> tuple[str, Any] | None:
+        """The next tail to fetch, claimed in the page cache; None when done."""
+        native = self.tables.native
+        with self._lock:  # claims one at a time, so the budget holds; the fetches run in parallel
+            while not self._stopped and self.budget > 0 and self.pending:
+                obj = (record := self.pending.pop(0)).objects[0]
+                try:
+                    claim = native.claim_tail(record.fingerprint, obj.key, obj.size)
+                except Error:
+                    return None  # the page cache is closing
+                if claim is not None:  # None: present already, or LevelDB is reading it
+                    self.budget -= claim.length
+                    return obj.key, claim
+        return None
+
+    def _run(self) -> None:
+        try:
+            while (work := self._next()) is not None:
+                self._fetch(*work)
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._done.set()
+
+    def _fetch(self, key: str, claim: Any) -> None:
+        data = None
+        try:
+            if not self._stopped:
+                got = self.tables.control.store.get(key, claim.offset, claim.offset + claim.length)
+                data = got if len(got) == claim.length else None
+        except Exception as exc:  # noqa: BLE001 - LevelDB's own read fetches it again and reports
+            log.debug("prefetching the tail of %s failed: %s", key, exc)
+        try:
+            claim.complete(data)
+        except Error as exc:
+            log.debug("keeping the prefetched tail of %s failed: %s", key, exc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+        self._done.wait()

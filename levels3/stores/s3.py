@@ -10,11 +10,15 @@ Imports boto3, the store interface and levels3.errors.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
+import os
+import threading
 import time
 import uuid
-from typing import Any, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import boto3
 import botocore.config
@@ -23,6 +27,7 @@ import urllib3.exceptions
 
 from ..errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StoreError
 from ..options import StoreOptions
+from ..parallel import run_parallel
 from .base import DELETE_BATCH, ObjectInfo, ObjectStore, PutCondition, PutMode
 from .local import validate_key
 from .redaction import redact_credentials_in_logs
@@ -64,9 +69,19 @@ _TRANSIENT_CODES = frozenset(
 
 
 def build_client(options: StoreOptions) -> Any:
-    """A boto3 S3 client from ``options``: its own client, its session, explicit keys, or the standard chain."""
+    """A boto3 S3 client from ``options``: its own client, its session, explicit keys, or the standard chain.
+
+    A client levels3 builds from explicit keys or the standard chain is built once per
+    process for each configuration and shared (see _ClientCache); one from the caller's
+    session is built for this store alone, and the caller's own client is used as given."""
     if options.client is not None:
         return options.client
+    if options.session is not None:
+        return _new_client(options, options.session)
+    return _clients.get(options)
+
+
+def _new_client(options: StoreOptions, session: Any = None) -> Any:
     config = botocore.config.Config(
         connect_timeout=options.request_timeout,
         read_timeout=options.request_timeout,
@@ -82,9 +97,7 @@ def build_client(options: StoreOptions) -> Any:
         response_checksum_validation="when_required",
         user_agent_extra="levels3",
     )
-    if options.session is not None:
-        session = options.session
-    else:
+    if session is None:
         if (options.access_key is None) != (options.secret_key is None):
             raise ConfigurationError("access_key and secret_key must be given together")
         session = boto3.session.Session(
@@ -95,6 +108,57 @@ def build_client(options: StoreOptions) -> Any:
     client = session.client("s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config)
     client.meta.events.register("request-created.s3", _drop_expect_continue)
     return client
+
+
+class _ClientCache:
+    """The clients levels3 builds itself, one per configuration, kept for the life of the process.
+
+    Building a client costs 100-500 ms of CPU (botocore loads and parses the S3 service
+    model for every new session), which a cold open over a fast network would spend
+    before its first request; boto3 clients are thread-safe and meant to be shared. The
+    key is everything the client is built from: endpoint, region, addressing, timeout and
+    the credentials, as a digest (explicit keys, or the AWS_* environment the standard
+    chain reads first), so a process that changes its credentials gets a new client.
+    A forked child starts with none: the parent's connections are not the child's.
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._clients: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+    @staticmethod
+    def key(options: StoreOptions) -> tuple[Any, ...]:
+        if options.access_key is not None or options.secret_key is not None:
+            secrets: Any = ("explicit", options.access_key, options.secret_key, options.session_token)
+        else:
+            secrets = ("chain", sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+        digest = hashlib.sha256(repr(secrets).encode()).hexdigest()
+        return options.endpoint_url, options.region, options.path_style, options.request_timeout, digest
+
+    def get(self, options: StoreOptions) -> Any:
+        key = self.key(options)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is not None:
+                self._clients.move_to_end(key)
+                return client
+        client = _new_client(options)  # slow: outside the lock (two threads may both build one)
+        with self._lock:
+            client = self._clients.setdefault(key, client)
+            self._clients.move_to_end(key)
+            while len(self._clients) > self._capacity:
+                self._clients.popitem(last=False)  # not closed: a store may still use it
+        return client
+
+    def forget_all(self) -> None:
+        self._lock = threading.Lock()
+        self._clients = OrderedDict()
+
+
+_clients = _ClientCache()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_clients.forget_all)
 
 
 def _drop_expect_continue(request: Any, **_: Any) -> None:
@@ -146,7 +210,8 @@ class S3Store(ObjectStore):
             validate_key(self.prefix)
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._endpoint = options.endpoint_url or "AWS S3"
-        self._owns_client = options.client is None
+        # Only a client built from the caller's session is this store's alone to close.
+        self._owns_client = options.client is None and options.session is not None
         self._client = build_client(options)
         redact_credentials_in_logs(self._client)
         self._log = options.logger or logging.getLogger("levels3.store")
@@ -327,57 +392,66 @@ def probe_conditional_writes(store: ObjectStore) -> None:
 
     Some S3-compatible stores answer 501 to conditional writes, and some ignore
     the header and overwrite: the single-writer lease would then be unsafe.
+
+    Two round trips and a clean-up: two probe objects are created at once; then the three
+    requests that must be refused go out together (a second create and a PUT
+    with a wrong If-Match on the first object, a DELETE with a wrong If-Match on the
+    second), so that no outcome depends on another. One DeleteObjects removes both after.
     """
-    key = f".levels3-probe/{uuid.uuid4().hex}"
+    run = uuid.uuid4().hex
+    put_key, delete_key = f".levels3-probe/{run}", f".levels3-probe/{run}-delete"
     try:
-        try:
-            store.put(key, b"probe", mode=PutMode.CREATE)
-        except StoreError as exc:
-            if exc.status == 501 or exc.code in _NOT_IMPLEMENTED_CODES:
-                raise StoreError(
-                    f"{store.url} does not support conditional writes (If-None-Match answered "
-                    f"{exc.code or 'NotImplemented'}); levels3 needs them for its writer lock",
-                    operation="probe",
-                    key=key,
-                ) from exc
-            raise
-        try:
-            store.put(key, b"probe again", mode=PutMode.CREATE)
-        except PreconditionFailed:
-            pass
-        else:
-            raise StoreError(
-                f"{store.url} ignored If-None-Match: * and overwrote an existing object; "
-                "levels3 needs conditional writes for its writer lock",
-                operation="probe",
-                key=key,
-            )
-        try:
-            store.put(key, b"probe again", mode=PutMode.replace('"levels3-probe-mismatch"'))
-        except PreconditionFailed:
-            pass
-        else:
-            raise StoreError(
-                f"{store.url} ignored If-Match and overwrote an object; "
-                "levels3 needs conditional writes for its writer lock",
-                operation="probe",
-                key=key,
-            )
-        try:
-            store.delete(key, if_match='"levels3-probe-mismatch"')
-        except PreconditionFailed:
-            pass
-        else:
-            # A closing writer releases its lease with a conditional DELETE: where If-Match
-            # is ignored (LocalStack 4.4), it could delete its successor's lease.
-            raise StoreError(
-                f"{store.url} ignored If-Match on DELETE (conditional delete) and deleted an object; "
-                "levels3 needs conditional deletes to release its writer lock safely",
-                operation="probe",
-                key=key,
-            )
+        _check_probe(store, put_key, delete_key)
     finally:
         try:
-            store.delete(key)
+            store.delete_many([put_key, delete_key])
         except StoreError:
             pass  # a leftover probe object is harmless
+
+
+def _outcomes(*calls: Callable[[], Any]) -> list[BaseException | None]:
+    def outcome(call: Callable[[], Any]) -> Callable[[], BaseException | None]:
+        def run() -> BaseException | None:
+            try:
+                call()
+            except StoreError as exc:  # PreconditionFailed included
+                return exc
+            return None
+        return run
+
+    return run_parallel(*(outcome(call) for call in calls))
+
+
+def _check_probe(store: ObjectStore, put_key: str, delete_key: str) -> None:
+    created = _outcomes(lambda: store.put(put_key, b"probe", mode=PutMode.CREATE),
+                        lambda: store.put(delete_key, b"probe", mode=PutMode.CREATE))
+    for exc in created:
+        if isinstance(exc, StoreError) and (exc.status == 501 or exc.code in _NOT_IMPLEMENTED_CODES):
+            raise StoreError(
+                f"{store.url} does not support conditional writes (If-None-Match answered "
+                f"{exc.code or 'NotImplemented'}); levels3 needs them for its writer lock",
+                operation="probe",
+                key=put_key,
+            ) from exc
+    for exc in created:
+        if exc is not None:
+            raise exc
+    mismatch = '"levels3-probe-mismatch"'
+    refused = _outcomes(lambda: store.put(put_key, b"probe again", mode=PutMode.CREATE),
+                        lambda: store.put(put_key, b"probe again", mode=PutMode.replace(mismatch)),
+                        lambda: store.delete(delete_key, if_match=mismatch))
+    ignored = (
+        f"{store.url} ignored If-None-Match: * and overwrote an existing object; "
+        "levels3 needs conditional writes for its writer lock",
+        f"{store.url} ignored If-Match and overwrote an object; levels3 needs conditional writes for its writer lock",
+        # A closing writer releases its lease with a conditional DELETE: where If-Match
+        # is ignored (LocalStack 4.4), it could delete its successor's lease.
+        f"{store.url} ignored If-Match on DELETE (conditional delete) and deleted an object; "
+        "levels3 needs conditional deletes to release its writer lock safely",
+    )
+    for exc, message in zip(refused, ignored):
+        if exc is None:
+            raise StoreError(message, operation="probe", key=put_key)
+    for exc in refused:
+        if not isinstance(exc, PreconditionFailed):
+            raise exc  # type: ignore[misc]
