@@ -125,7 +125,7 @@ class DB(_native.NativeDB):
                  max_open_files: int | None = None, lru_cache_size: int | None = None,
                  block_size: int | None = None, block_restart_interval: int | None = None,
                  max_file_size: int | None = None, compression: str | None = "snappy",
-                 bloom_filter_bits: int = 0, comparator: Callable[[bytes, bytes], int] | None = None,
+                 bloom_filter_bits: int = 10, comparator: Callable[[bytes, bytes], int] | None = None,
                  comparator_name: bytes | None = None, read_only: bool = False, checkpoint: str | None = None,
                  refresh_interval: float | None = None, options: StoreOptions | None = None,
                  **store_options: Any) -> None:

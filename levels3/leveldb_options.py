@@ -84,7 +84,7 @@ class LevelDBOptions:
     block_restart_interval: int | None = None
     max_file_size: int | None = None  # LevelDB's target table size (not levels3's max_object_size)
     compression: str | None = "snappy"
-    bloom_filter_bits: int = 0  # 0: no filter policy
+    bloom_filter_bits: int = 10  # 0: no filter policy (plyvel's default); see README, Bloom filters
     comparator: Callable[[bytes, bytes], int] | None = None
     comparator_name: bytes | None = None
 
