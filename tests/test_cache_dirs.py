@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
+import subprocess
+from typing import Iterator
 
 import pytest
 
@@ -33,7 +36,6 @@ def _fill(db) -> dict[bytes, bytes]:
     return expected
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 5: a writer's cache adoption deletes a follower's cache")
 def test_writer_reopen_leaves_a_followers_cache_alone(location_factory, tmp_path):
     location = location_factory("moto_server")
     shared = str(tmp_path / "shared-cache")
@@ -58,7 +60,7 @@ def _unusable_cache_dirs(tmp_path) -> dict[str, str]:
     return {"is-a-file": str(a_file), "under-a-file": str(a_file / "cache"), "lock-is-a-dir": str(lock_is_a_dir)}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 7: an unusable cache_dir raises a builtins OSError")
+
 @pytest.mark.parametrize("case, read_only", [
     ("is-a-file", False), ("under-a-file", False), ("lock-is-a-dir", False),
     ("is-a-file", True), ("under-a-file", True),  # a follower makes its directory inside cache_dir
@@ -75,16 +77,47 @@ def test_unusable_cache_dir_raises_levels3_ioerror(location_factory, tmp_path, c
         db.put(b"k", b"v")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_read_only_cache_dir_raises_levels3_ioerror(location_factory, tmp_path):
+@pytest.fixture
+def read_only_dir(tmp_path) -> Iterator[str]:
+    """A directory nobody may write into, root included: a read-only tmpfs (or an
+    immutable directory) for root, permissions for anyone else."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o500)
+        yield str(path)
+        path.chmod(0o700)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode == 0:
+        try:
+            yield str(path)
+        finally:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+        return
+    immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    if immutable.returncode != 0:
+        pytest.fail("root can neither mount a read-only tmpfs nor make a directory immutable here: "
+                    f"{mounted.stderr.decode().strip()}; {immutable.stderr.decode().strip()}")
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+@pytest.mark.parametrize("inside", [False, True])
+def test_read_only_cache_dir_raises_levels3_ioerror(location_factory, read_only_dir, read_only, inside):
     location = location_factory("moto_server")
-    read_only_dir = tmp_path / "read-only"
-    read_only_dir.mkdir(mode=0o500)
-    with pytest.raises(levels3.IOError, match=str(read_only_dir)):
-        location.open(create_if_missing=True, cache_dir=str(read_only_dir / "cache"))
+    with location.open(create_if_missing=True):
+        pass
+    cache_dir = os.path.join(read_only_dir, "cache") if inside else read_only_dir
+    with pytest.raises(levels3.IOError, match=re.escape(cache_dir)):
+        location.open(read_only=read_only, cache_dir=cache_dir)
+    with location.open() as db:  # no lease was left behind
+        db.put(b"k", b"v")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 items 5, 7: a vanished cache is reported as a missing object")
 def test_reads_after_the_cache_directory_vanished(location_factory, tmp_path):
     location = location_factory("moto_server")
     with location.open(create_if_missing=True, write_buffer_size=64 * 1024) as db:
@@ -106,7 +139,6 @@ def test_reads_after_the_cache_directory_vanished(location_factory, tmp_path):
             pass
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 7: close() raises FileNotFoundError after the cache vanished")
 def test_close_after_the_cache_directory_vanished(location_factory, tmp_path):
     location = location_factory("moto_server")
     cache = str(tmp_path / "cache")
