@@ -159,3 +159,74 @@ def test_close_after_the_cache_directory_vanished(location_factory, tmp_path):
         assert [reopened.get(b"synced%02d" % i) for i in range(20)] == [b"v"] * 20
         if closed_cleanly:
             assert reopened.get(b"unsynced") == b"v", "close() reported success but lost a write"
+
+
+def _own_directories(cache_dir: str) -> list[str]:
+    """The directories in a writer's ``cache_dir`` besides its own page cache: other databases'."""
+    return sorted(n for n in os.listdir(cache_dir)
+                  if os.path.isdir(os.path.join(cache_dir, n)) and n != ".levels3-pages")
+
+
+def test_every_open_database_owns_one_directory_under_a_shared_cache_dir(location_factory, tmp_path):
+    location = location_factory("moto_server")
+    shared = str(tmp_path / "shared-cache")
+    writer = location.open(create_if_missing=True, cache_dir=shared, write_buffer_size=64 * 1024)
+    expected = _fill(writer)
+    followers = [location.open(read_only=True, cache_dir=shared) for _ in range(2)]
+    try:
+        owned = _own_directories(shared)
+        assert len(owned) == 2  # one each, and nothing else of theirs beside the writer's files
+        assert sorted(os.path.basename(f._control.home.path) for f in followers) == owned
+        for follower in followers:
+            assert follower.get(b"k00000") == expected[b"k00000"]
+        before = {name: sorted(os.listdir(os.path.join(shared, name))) for name in owned}
+        writer.close()
+        writer = location.open(cache_dir=shared)  # the writer's adoption
+        followers[0].refresh()  # and a follower's: a new generation inside its own directory
+        assert _own_directories(shared) == owned
+        assert sorted(os.listdir(os.path.join(shared, owned[1]))) == before[owned[1]]
+        for follower in followers:
+            assert dict(follower) == expected
+    finally:
+        for follower in followers:
+            follower.close()
+        writer.close()
+    assert _own_directories(shared) == []  # each took its own directory with it
+
+
+def test_a_cached_file_that_vanished_is_fetched_again_or_reported_as_local(tmp_path):
+    from levels3.engine.cache import LocalCache
+
+    cache = LocalCache(str(tmp_path / "cache"), 1 << 20)
+    try:
+        temp = cache.temp_path("000005.ldb")
+        with open(temp, "wb") as f:
+            f.write(b"table")
+        path = cache.insert_downloaded("000005.ldb", temp, 5, "etag-1")
+        cache.release("000005.ldb")
+        os.unlink(path)  # removed under the open cache
+        assert cache.open_cached("000005.ldb", "etag-1") is None  # a miss: the caller fetches it again
+        local = cache.start_write("000007.log")
+        open(local, "wb").close()
+        os.unlink(local)
+        with pytest.raises(levels3.IOError, match=re.escape(local)):
+            cache.pin_local("000007.log")  # only here, and gone: a local problem, named by its path
+    finally:
+        cache.close()
+
+
+def test_a_follower_closes_after_its_cache_directory_vanished(location_factory, tmp_path):
+    location = location_factory("moto_server")
+    with location.open(create_if_missing=True, write_buffer_size=64 * 1024) as db:
+        expected = _fill(db)
+    shared = str(tmp_path / "cache")
+    follower = location.open(read_only=True, cache_dir=shared)
+    assert follower.get(b"k00001") == expected[b"k00001"]
+    shutil.rmtree(shared)
+    try:
+        assert dict(follower) == expected
+    except levels3.Error as exc:
+        assert isinstance(exc, levels3.IOError) and shared in str(exc), repr(exc)
+        assert location.url not in str(exc), str(exc)
+    follower.close()  # nothing of its own to upload: closes without a word
+    assert follower.closed
