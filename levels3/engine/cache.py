@@ -166,7 +166,7 @@ def reclaim_abandoned(parent: str) -> list[str]:
     """Remove the temporary cache directories in ``parent`` whose owner is provably
     gone (a crashed process's): returns their paths. A directory of a live process,
     of another host, boot or pid namespace, or with no owner recorded is left alone."""
-    reclaimed = []
+    reclaimed: list[str] = []
     now = time.time()
     try:
         entries = [e.path for e in os.scandir(parent)
