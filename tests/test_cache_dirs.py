@@ -230,3 +230,17 @@ def test_a_follower_closes_after_its_cache_directory_vanished(location_factory, 
         assert location.url not in str(exc), str(exc)
     follower.close()  # nothing of its own to upload: closes without a word
     assert follower.closed
+
+
+def test_a_writer_cache_dir_in_use_by_another_open_database_is_refused(tmp_path):
+    shared = str(tmp_path / "cache")
+    first = levels3.DB(str(tmp_path / "db-1"), create_if_missing=True, cache_dir=shared)
+    try:
+        first.put(b"k", b"1", sync=True)
+        with pytest.raises(levels3.IOError, match=f"{re.escape(shared)} is in use"):
+            levels3.DB(str(tmp_path / "db-2"), create_if_missing=True, cache_dir=shared)
+        assert first.get(b"k") == b"1"  # untouched
+    finally:
+        first.close()
+    with levels3.DB(str(tmp_path / "db-2"), create_if_missing=True, cache_dir=shared) as second:  # no lease left
+        second.put(b"k", b"2")

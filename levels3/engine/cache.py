@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import liveness
-from ..errors import Error, IOError
+from ..errors import IOError
 from .pages import PAGES_DIR
 
 log = logging.getLogger("levels3.cache")
@@ -86,7 +86,7 @@ class OwnedDirectory:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise Error(f"cache directory {self.path} is in use by another open database; "
+            raise IOError(f"cache directory {self.path} is in use by another open database; "
                         "give each open database its own cache_dir") from None
         except OSError as exc:
             os.close(fd)
@@ -117,6 +117,10 @@ class OwnedDirectory:
             shutil.rmtree(path, ignore_errors=True)
             raise
 
+    def owned_here(self) -> bool:
+        """False in a forked child: it does nothing to the directory on its parent's behalf."""
+        return self._fd >= 0 and os.getpid() == self._pid
+
     def exists(self) -> bool:
         """Whether the directory is still there (an operator may remove it under us)."""
         return os.path.isdir(self.path)
@@ -124,7 +128,7 @@ class OwnedDirectory:
     def release(self) -> None:
         """Give the directory up (and remove it, if temporary). Never raises: the
         cache is disposable."""
-        if self._fd < 0 or os.getpid() != self._pid:
+        if not self.owned_here():
             return
         try:
             if self.temporary:
@@ -507,6 +511,8 @@ class LocalCache:
         the store) must still close. An index that cannot be written (the directory
         vanished, the disk is full) only means the next run fetches again."""
         with self._lock:
+            if not self._owned.owned_here():
+                return
             try:
                 if not self.temporary and self._owned.exists():
                     self._write_index()
