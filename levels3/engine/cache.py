@@ -87,7 +87,7 @@ class OwnedDirectory:
         except BlockingIOError:
             os.close(fd)
             raise IOError(f"cache directory {self.path} is in use by another open database; "
-                        "give each open database its own cache_dir") from None
+                          "give each open database its own cache_dir") from None
         except OSError as exc:
             os.close(fd)
             raise local_error(lock_path, exc, "lock it") from None
@@ -147,6 +147,7 @@ def _reclaim_if_abandoned(path: str, now: float) -> bool:
         fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return False  # no lock file: nobody recorded an owner, so nobody is provably gone
+
     def reclaimable() -> bool:
         record = _lock_record(fd)
         return record is not None and record.get("temporary") is True and liveness.provably_gone(record.get("owner"))
