@@ -68,9 +68,9 @@ def _lock_record(fd: int) -> dict[str, Any] | None:
 
 
 class OwnedDirectory:
-    """A directory one open database owns: an exclusive flock on its lock file, which
-    records the owner (liveness.identity()) so that a later process can tell when
-    the owner is provably gone. A temporary one is removed at release."""
+    """A directory one open database owns: an exclusive flock on its lock file. A
+    temporary one's lock file records the owner (liveness.identity()), so that a
+    later process can tell when the owner is provably gone; it is removed at release."""
 
     def __init__(self, path: str, *, temporary: bool) -> None:
         self.path = os.path.abspath(path)
@@ -92,9 +92,9 @@ class OwnedDirectory:
             os.close(fd)
             raise local_error(lock_path, exc, "lock it") from None
         try:
-            record = json.dumps({"owner": liveness.identity(), "temporary": temporary}).encode()
             os.ftruncate(fd, 0)
-            os.pwrite(fd, record, 0)
+            if temporary:  # only a temporary directory is ever reclaimed; a named one keeps no record
+                os.pwrite(fd, json.dumps({"owner": liveness.identity(), "temporary": True}).encode(), 0)
         except OSError as exc:
             os.close(fd)
             raise local_error(lock_path, exc, "record its owner") from None
