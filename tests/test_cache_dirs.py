@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
+import subprocess
+from typing import Iterator
 
 import pytest
 
@@ -33,7 +36,6 @@ def _fill(db) -> dict[bytes, bytes]:
     return expected
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 5: a writer's cache adoption deletes a follower's cache")
 def test_writer_reopen_leaves_a_followers_cache_alone(location_factory, tmp_path):
     location = location_factory("moto_server")
     shared = str(tmp_path / "shared-cache")
@@ -58,7 +60,7 @@ def _unusable_cache_dirs(tmp_path) -> dict[str, str]:
     return {"is-a-file": str(a_file), "under-a-file": str(a_file / "cache"), "lock-is-a-dir": str(lock_is_a_dir)}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 7: an unusable cache_dir raises a builtins OSError")
+
 @pytest.mark.parametrize("case, read_only", [
     ("is-a-file", False), ("under-a-file", False), ("lock-is-a-dir", False),
     ("is-a-file", True), ("under-a-file", True),  # a follower makes its directory inside cache_dir
@@ -75,16 +77,47 @@ def test_unusable_cache_dir_raises_levels3_ioerror(location_factory, tmp_path, c
         db.put(b"k", b"v")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_read_only_cache_dir_raises_levels3_ioerror(location_factory, tmp_path):
+@pytest.fixture
+def read_only_dir(tmp_path) -> Iterator[str]:
+    """A directory nobody may write into, root included: a read-only tmpfs (or an
+    immutable directory) for root, permissions for anyone else."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o500)
+        yield str(path)
+        path.chmod(0o700)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode == 0:
+        try:
+            yield str(path)
+        finally:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+        return
+    immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    if immutable.returncode != 0:
+        pytest.fail("root can neither mount a read-only tmpfs nor make a directory immutable here: "
+                    f"{mounted.stderr.decode().strip()}; {immutable.stderr.decode().strip()}")
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+@pytest.mark.parametrize("inside", [False, True])
+def test_read_only_cache_dir_raises_levels3_ioerror(location_factory, read_only_dir, read_only, inside):
     location = location_factory("moto_server")
-    read_only_dir = tmp_path / "read-only"
-    read_only_dir.mkdir(mode=0o500)
-    with pytest.raises(levels3.IOError, match=str(read_only_dir)):
-        location.open(create_if_missing=True, cache_dir=str(read_only_dir / "cache"))
+    with location.open(create_if_missing=True):
+        pass
+    cache_dir = os.path.join(read_only_dir, "cache") if inside else read_only_dir
+    with pytest.raises(levels3.IOError, match=re.escape(cache_dir)):
+        location.open(read_only=read_only, cache_dir=cache_dir)
+    with location.open() as db:  # no lease was left behind
+        db.put(b"k", b"v")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 items 5, 7: a vanished cache is reported as a missing object")
 def test_reads_after_the_cache_directory_vanished(location_factory, tmp_path):
     location = location_factory("moto_server")
     with location.open(create_if_missing=True, write_buffer_size=64 * 1024) as db:
@@ -106,7 +139,6 @@ def test_reads_after_the_cache_directory_vanished(location_factory, tmp_path):
             pass
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 7: close() raises FileNotFoundError after the cache vanished")
 def test_close_after_the_cache_directory_vanished(location_factory, tmp_path):
     location = location_factory("moto_server")
     cache = str(tmp_path / "cache")
@@ -127,3 +159,89 @@ def test_close_after_the_cache_directory_vanished(location_factory, tmp_path):
         assert [reopened.get(b"synced%02d" % i) for i in range(20)] == [b"v"] * 20
         if closed_cleanly:
             assert reopened.get(b"unsynced") == b"v", "close() reported success but lost a write"
+
+
+def _own_directories(cache_dir: str) -> list[str]:
+    """The directories in a writer's ``cache_dir`` besides its own page cache: other databases'."""
+    return sorted(n for n in os.listdir(cache_dir)
+                  if os.path.isdir(os.path.join(cache_dir, n)) and n != ".levels3-pages")
+
+
+def test_every_open_database_owns_one_directory_under_a_shared_cache_dir(location_factory, tmp_path):
+    location = location_factory("moto_server")
+    shared = str(tmp_path / "shared-cache")
+    writer = location.open(create_if_missing=True, cache_dir=shared, write_buffer_size=64 * 1024)
+    expected = _fill(writer)
+    followers = [location.open(read_only=True, cache_dir=shared) for _ in range(2)]
+    try:
+        owned = _own_directories(shared)
+        assert len(owned) == 2  # one each, and nothing else of theirs beside the writer's files
+        assert sorted(os.path.basename(f._control.home.path) for f in followers) == owned
+        for follower in followers:
+            assert follower.get(b"k00000") == expected[b"k00000"]
+        before = {name: sorted(os.listdir(os.path.join(shared, name))) for name in owned}
+        writer.close()
+        writer = location.open(cache_dir=shared)  # the writer's adoption
+        followers[0].refresh()  # and a follower's: a new generation inside its own directory
+        assert _own_directories(shared) == owned
+        untouched = os.path.basename(followers[1]._control.home.path)  # the follower that did not refresh
+        assert sorted(os.listdir(os.path.join(shared, untouched))) == before[untouched]
+        for follower in followers:
+            assert dict(follower) == expected
+    finally:
+        for follower in followers:
+            follower.close()
+        writer.close()
+    assert _own_directories(shared) == []  # each took its own directory with it
+
+
+def test_a_cached_file_that_vanished_is_fetched_again_or_reported_as_local(tmp_path):
+    from levels3.engine.cache import LocalCache
+
+    cache = LocalCache(str(tmp_path / "cache"), 1 << 20)
+    try:
+        temp = cache.temp_path("000005.ldb")
+        with open(temp, "wb") as f:
+            f.write(b"table")
+        path = cache.insert_downloaded("000005.ldb", temp, 5, "etag-1")
+        cache.release("000005.ldb")
+        os.unlink(path)  # removed under the open cache
+        assert cache.open_cached("000005.ldb", "etag-1") is None  # a miss: the caller fetches it again
+        local = cache.start_write("000007.log")
+        open(local, "wb").close()
+        os.unlink(local)
+        with pytest.raises(levels3.IOError, match=re.escape(local)):
+            cache.pin_local("000007.log")  # only here, and gone: a local problem, named by its path
+    finally:
+        cache.close()
+
+
+def test_a_follower_closes_after_its_cache_directory_vanished(location_factory, tmp_path):
+    location = location_factory("moto_server")
+    with location.open(create_if_missing=True, write_buffer_size=64 * 1024) as db:
+        expected = _fill(db)
+    shared = str(tmp_path / "cache")
+    follower = location.open(read_only=True, cache_dir=shared)
+    assert follower.get(b"k00001") == expected[b"k00001"]
+    shutil.rmtree(shared)
+    try:
+        assert dict(follower) == expected
+    except levels3.Error as exc:
+        assert isinstance(exc, levels3.IOError) and shared in str(exc), repr(exc)
+        assert location.url not in str(exc), str(exc)
+    follower.close()  # nothing of its own to upload: closes without a word
+    assert follower.closed
+
+
+def test_a_writer_cache_dir_in_use_by_another_open_database_is_refused(tmp_path):
+    shared = str(tmp_path / "cache")
+    first = levels3.DB(str(tmp_path / "db-1"), create_if_missing=True, cache_dir=shared)
+    try:
+        first.put(b"k", b"1", sync=True)
+        with pytest.raises(levels3.IOError, match=f"{re.escape(shared)} is in use"):
+            levels3.DB(str(tmp_path / "db-2"), create_if_missing=True, cache_dir=shared)
+        assert first.get(b"k") == b"1"  # untouched
+    finally:
+        first.close()
+    with levels3.DB(str(tmp_path / "db-2"), create_if_missing=True, cache_dir=shared) as second:  # no lease left
+        second.put(b"k", b"2")

@@ -416,8 +416,10 @@ def test_a_refreshed_away_generation_freed_by_the_garbage_collector_closes_clean
             del it, cycle
             gc.collect()
             assert follower.get(b"k") == b"%d" % (round_ + 1)
-        left = os.listdir(sys.argv[2])
-        print(len([n for n in left if not n.startswith("levels3-pages-")]))  # generations' caches left
+        owned = os.listdir(sys.argv[2])
+        assert len(owned) == 1, owned  # the follower owns one directory in its cache_dir
+        left = os.listdir(os.path.join(sys.argv[2], owned[0]))
+        print(len([n for n in left if n.startswith("generation-")]))  # generations' caches left
         print(len([n for n in left if n.startswith("levels3-pages-")]))  # the page cache they all share
         follower.close()
         writer.close()

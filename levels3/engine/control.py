@@ -35,10 +35,10 @@ from ..options import Location, StoreOptions, parse_location
 from ..stores.assembly import build_store, resolve_options
 from ..stores.base import ObjectStore
 from ..stores.counting import CountingStore
-from .cache import LocalCache
+from .cache import LocalCache, local_error
 from .catalog import Catalog, FileRecord, StoredObject
 from .layout import CURRENT_NAME, FileKind, kind_of
-from .pages import PagedTables
+from .pages import PAGES_DIR, PagedTables
 from .manifest import LOG_BLOCK, unreadable_from
 
 log = logging.getLogger("levels3.backend")
@@ -103,6 +103,8 @@ class FailureRegistry:
         return self._TOKEN.sub("", message), original
 
 
+_NOT_FOUND_PREFIX = re.compile(r"^NotFound: ")
+
 #: Exceptions whose class tells the caller what to do next (stop writing; refresh):
 #: re-raised as such when a callback raised them. Anything else takes the class of
 #: the Status that reported it, chained to what the callback raised.
@@ -151,7 +153,19 @@ class EnvControl:
         becomes its cause. LevelDB names the private cache directory; users know
         the database by its URL.
         """
-        message, original = self.failures.take(message.replace(self.local_dir, self.location.url))
+        if self.cache.vanished():
+            # Every local file is gone: a local problem, named by its local path, not
+            # something missing from the store.
+            message, original = self.failures.take(message)
+            message = _NOT_FOUND_PREFIX.sub("IO error: ", message)
+            message += f" (the cache directory {self.local_dir} was removed while the database was open)"
+            if status_class is Error:
+                status_class = IOError
+        else:
+            # The page cache's own files keep their local path: they are not database files.
+            message = re.sub(re.escape(self.local_dir) + "(?!/" + re.escape(PAGES_DIR) + ")", self.location.url,
+                             message)
+            message, original = self.failures.take(message)
         cls = next((c for c in _ACTIONABLE if isinstance(original, c)), status_class)
         error = cls(message)
         if original is not None:
@@ -259,7 +273,7 @@ class EnvControl:
         if kind_of(name) is FileKind.LOCK:
             return  # a writer's lease is released at close, after the last upload
         record = self.catalog.pop(name)
-        if record is None and self.cache.local_size(name) is None:
+        if record is None and not self.cache.knows(name):
             raise ObjectNotFound(f"{name} does not exist", operation="delete", key=name)
         if record is not None and record.objects:
             self._drop_objects(record)
@@ -390,9 +404,13 @@ class EnvControl:
                       + "; ".join(f"{name}: {exc}" for name, exc in self._unread_logs)) from cause
 
     def _read_local(self, name: str, start: int, end: int) -> bytes:
-        with open(self.cache.path(name), "rb") as f:
-            f.seek(start)
-            data = f.read(end - start)
+        path = self.cache.path(name)
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read(end - start)
+        except OSError as exc:
+            raise local_error(path, exc, "read it for upload") from None
         if len(data) != end - start:
             raise IOError(f"{name}: local file is shorter than the {end} bytes LevelDB wrote")
         return data

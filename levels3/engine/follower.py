@@ -4,18 +4,21 @@ FollowerControl takes no lock, claims no epoch and never writes to the
 store. LevelDB still recovers on open (replays the WAL, writes a new
 MANIFEST); those files live only in the follower's private cache directory.
 A refresh is a new generation on the same store, reusing the cached files
-whose content is unchanged. May call the store interface and the engine's
+whose content is unchanged. A follower owns one temporary directory (in
+cache_dir, if given): each generation's cache and the page cache they share
+are inside it, so that no other database's cache touches them. May call the store interface and the engine's
 catalog, cache, checkpoints, layout and manifest parser.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Mapping
 
 from ..errors import Error, ObjectNotFound, ReadOnlyError, StaleVersionError
 from ..options import StoreOptions
-from .cache import LocalCache
+from .cache import LocalCache, OwnedDirectory
 from .catalog import Catalog, FileRecord, StoredObject
 from .checkpoints import read_checkpoint
 from .control import EnvControl, connect
@@ -30,6 +33,8 @@ class FollowerControl(EnvControl):
     """The control path of a read-only follower."""
 
     owns_store = True  # a refresh passes the store on to the next generation
+    home: OwnedDirectory  # the follower's one directory, passed on with the store
+    generation = 1
 
     @classmethod
     def open(cls, name: Any, options: StoreOptions | None, overrides: Mapping[str, Any], *,
@@ -39,14 +44,20 @@ class FollowerControl(EnvControl):
             location, opts, store, counters = previous.location, previous.options, previous.store, previous.counters
         else:
             location, opts, store, counters = connect(name, options, overrides, create=False)
+        home: OwnedDirectory | None = previous.home if previous is not None else None
         cache: LocalCache | None = None
         pages: PageStore | None = None
         try:
-            cache = LocalCache(None, opts.max_cache_bytes, parent=opts.cache_dir)
+            if home is None:
+                home = OwnedDirectory.make_temporary(opts.cache_dir)
+            generation = previous.generation + 1 if previous is not None else 1
+            cache = LocalCache(os.path.join(home.path, f"generation-{generation}"), opts.max_cache_bytes,
+                               temporary=True)
             control = cls(location, opts, store, counters, cache)
+            control.home, control.generation = home, generation
             # One page cache (one bound) for every generation: a refresh passes it on with the store.
             pages = previous.pages.store if previous is not None and previous.pages is not None else \
-                PageStore.private(opts.cache_dir, opts.max_cache_bytes, opts.cache_page_size)
+                PageStore.private(home.path, opts.max_cache_bytes, opts.cache_page_size)
             control.pages = PagedTables(control, pages)
             if checkpoint is not None:
                 data = read_checkpoint(store, checkpoint)
@@ -77,8 +88,17 @@ class FollowerControl(EnvControl):
             if cache is not None:
                 cache.close()
             if previous is None:
+                if home is not None:
+                    home.release()
                 store.close()
             raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._owns_store():  # the last generation: its directory goes with the store
+                self.home.release()
 
     def next_generation(self) -> "FollowerControl":
         """A refresh: a new view of the store's newest committed state."""
