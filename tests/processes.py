@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,3 +43,14 @@ def how_it_ended(result: subprocess.CompletedProcess) -> str:
 def assert_clean_exit(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, how_it_ended(result)
     return result
+
+
+#: A command prefix that runs a process as pid 1 of a new pid namespace (and kills it with its parent).
+IN_NEW_PID_NAMESPACE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+
+
+def can_make_pid_namespaces() -> bool:
+    """Whether IN_NEW_PID_NAMESPACE works here (it needs CAP_SYS_ADMIN)."""
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run([*IN_NEW_PID_NAMESPACE, "true"], capture_output=True, check=False).returncode == 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import levels3
 from levels3 import liveness
 from levels3.engine import cache as cache_module
 
-from .processes import ROOT
+from .processes import IN_NEW_PID_NAMESPACE, ROOT, can_make_pid_namespaces
 
 HOLDER = """
 import sys, time
@@ -165,19 +164,11 @@ def test_only_a_provably_gone_owner_loses_its_cache(tmpdir_for_caches):
     assert caches_in(tmpdir_for_caches) == kept
 
 
-def _unshare_works() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "true"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="creating a pid namespace needs CAP_SYS_ADMIN (unshare)")
+@pytest.mark.skipif(not can_make_pid_namespaces(), reason="creating a pid namespace needs CAP_SYS_ADMIN (unshare)")
 def test_a_cache_from_another_pid_namespace_is_never_reclaimed(tmp_path, tmpdir_for_caches):
     """Its pids mean other processes: a killed writer's cache stays, though its pid is free here."""
     holder = Holder(str(tmp_path / "db"), tmpdir_for_caches,
-                    prefix=["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
+                    prefix=IN_NEW_PID_NAMESPACE)
     (cache,) = caches_in(tmpdir_for_caches)
     holder.kill()  # SIGKILL to unshare; --kill-child SIGKILLs the writer
     wait_until_unlocked(tmpdir_for_caches / cache)  # so it is the pid namespace that keeps it

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from levels3 import liveness
 from levels3.stores import PutMode
 
 from .locations import DBLocation
+from .processes import IN_NEW_PID_NAMESPACE, can_make_pid_namespaces
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 LEASE, RENEWAL = 30.0, 10.0
@@ -185,19 +185,11 @@ def test_a_reused_pid_is_taken_over_and_a_live_one_is_not(location: DBLocation, 
         sleeper.wait()
 
 
-def _unshare_works() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "true"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="creating a pid namespace needs CAP_SYS_ADMIN (unshare)")
+@pytest.mark.skipif(not can_make_pid_namespaces(), reason="creating a pid namespace needs CAP_SYS_ADMIN (unshare)")
 def test_a_writer_killed_in_another_pid_namespace_is_not_taken_over_early(location_factory,
                                                                            start_writer) -> None:
     location = location_factory("local")
-    writer = start_writer(location, prefix=["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
+    writer = start_writer(location, prefix=IN_NEW_PID_NAMESPACE)
     writer.wait_for_acks(5)
     holder = _lock_body(location)
     assert holder["pid_namespace"] != liveness.identity()["pid_namespace"]
