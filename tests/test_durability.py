@@ -210,7 +210,7 @@ def test_synced_write_survives_a_killed_process(tmp_path):
     url = str(tmp_path / "db")
     script = textwrap.dedent(f"""
         import os, levels3
-        db = levels3.DB({url!r}, create_if_missing=True, lease_duration=1.0, lease_renewal=0.3,
+        db = levels3.DB({url!r}, create_if_missing=True, lease_duration=3.0, lease_renewal=0.5,
                         write_buffer_size=16 * 1024, cache_dir={str(tmp_path / "killed-cache")!r})
         for i in range(3000):  # the WAL rolls over many times; only every 500th write is synced
             db.put(b"key%04d" % i, b"value%04d" % i, sync=(i % 500 == 499))
@@ -219,7 +219,7 @@ def test_synced_write_survives_a_killed_process(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "synced" in result.stdout and result.returncode == -9, result.stderr
-    with levels3.DB(url, lease_duration=1.0, lease_renewal=0.3, lock_timeout=10) as db:
+    with levels3.DB(url, lease_duration=3.0, lease_renewal=0.5, lock_timeout=10) as db:
         # A sync makes every earlier write durable, not only itself (and the last write was synced).
         assert [k for k, _ in db] == [b"key%04d" % i for i in range(3000)]
 
@@ -247,7 +247,7 @@ def test_flush_interval_bounds_what_a_crash_loses(tmp_path, flush_interval):
     script = textwrap.dedent(f"""
         import os, time, levels3
         db = levels3.DB({url!r}, create_if_missing=True, flush_interval={flush_interval!r},
-                        lease_duration=1.0, lease_renewal=0.3, cache_dir={str(tmp_path / "killed-cache")!r})
+                        lease_duration=3.0, lease_renewal=0.5, cache_dir={str(tmp_path / "killed-cache")!r})
         for i in range(500):
             db.put(b"unsynced%03d" % i, b"v")
         time.sleep(1.0)
@@ -255,7 +255,7 @@ def test_flush_interval_bounds_what_a_crash_loses(tmp_path, flush_interval):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == -9, result.stderr
-    with levels3.DB(url, lease_duration=1.0, lease_renewal=0.3, lock_timeout=10) as db:
+    with levels3.DB(url, lease_duration=3.0, lease_renewal=0.5, lock_timeout=10) as db:
         found = sum(1 for _ in db)
     assert found == (500 if flush_interval else 0)
 

@@ -15,7 +15,7 @@ import pytest
 
 from .processes import assert_clean_exit, run_python
 
-LEASE = dict(lease_duration=1.0, lease_renewal=0.3)
+LEASE = dict(lease_duration=3.0, lease_renewal=0.5)
 
 CHILD_EXITS_SCRIPT = r"""
 import gc, json, os, sys

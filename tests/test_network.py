@@ -145,7 +145,7 @@ _DEBUG_WORKLOAD = textwrap.dedent("""
     import levels3
     endpoint, bucket, how = sys.argv[1:4]
     options = dict(endpoint_url=endpoint, region="us-east-1", flush_interval=0.05, lease_renewal=0.2,
-                   lease_duration=1.0)
+                   lease_duration=3.0)
     if how == "explicit":
         options.update(access_key="AKIALEVELS3EXPLICIT1", secret_key="levels3-SECRET-explicit-9f8e",
                        session_token="levels3-SESSION-explicit-1a2b")

@@ -23,7 +23,7 @@ def test_a_write_that_raised_lease_lost_is_applied_or_not_alike_for_every_open(m
     for the successor and every later open. Released after B's fence but before B's LIST, the
     segment lands in time to be replayed; released once B has opened, it is never read."""
     url = f"s3://{server_bucket}/db"
-    lease = dict(lease_duration=1.0, lease_renewal=0.25, region=REGION, request_timeout=30)
+    lease = dict(lease_duration=3.0, lease_renewal=0.5, region=REGION, request_timeout=30)
     gate = threading.Event()
     with FaultProxy(moto_endpoint, seed=1) as to_a, FaultProxy(moto_endpoint, seed=2) as to_b:
         a = levels3.DB(url, create_if_missing=True, endpoint_url=to_a.url, **lease)

@@ -551,7 +551,7 @@ def test_pages_are_discarded_after_a_crash(tmp_path, no_tail_prefetch):
     cache_dir = str(tmp_path / "cache")
     script = textwrap.dedent(f"""
         import os, levels3
-        db = levels3.DB({url!r}, cache_dir={cache_dir!r}, cache_page_size={PAGE}, lease_duration=1.0,
+        db = levels3.DB({url!r}, cache_dir={cache_dir!r}, cache_page_size={PAGE}, lease_duration=3.0,
                         lease_renewal=0.3)
         for i in range(0, 20_000, 5):
             assert db.get(b"key-%08d" % i) is not None
@@ -564,7 +564,7 @@ def test_pages_are_discarded_after_a_crash(tmp_path, no_tail_prefetch):
     pages_dir = os.path.join(cache_dir, ".levels3-pages")
     left = set(os.listdir(pages_dir))
     assert left and "INDEX" not in left  # pages were cached, and no index vouches for them
-    with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE, lock_timeout=10, lease_duration=1.0,
+    with levels3.DB(url, cache_dir=cache_dir, cache_page_size=PAGE, lock_timeout=10, lease_duration=3.0,
                     lease_renewal=0.3) as db:
         assert db.stats()["pages_reused"] == 0
         assert not left & set(os.listdir(pages_dir))  # every page file of the crashed run is gone
