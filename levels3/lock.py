@@ -354,17 +354,11 @@ class LeaseLock:
 
     def _read_current(self) -> tuple[str, dict | None] | None:
         """(etag, parsed body) of the current LOCK, consistent with each other; None if absent."""
-        for _ in range(5):
-            try:
-                info = self.store.head(self.key)
-                data = self.store.get(self.key)
-                again = self.store.head(self.key)
-            except ObjectNotFound:
-                return None
-            # Bodies are unique (writer id + counter), so equal ETags pin the body.
-            if again.etag == info.etag:
-                return info.etag, _parse_body(data)
-        return again.etag, None
+        try:
+            data, info = self.store.get_with_info(self.key)
+        except ObjectNotFound:
+            return None
+        return info.etag, _parse_body(data)
 
     def _is_ours(self, body: dict | None) -> bool:
         return body is not None and body.get("writer") == self.writer_id

@@ -53,21 +53,23 @@ def run_parallel(*calls: Callable[[], Any]) -> list[Any]:
     """Run every call at once (the first on this thread) and return their results in order.
 
     All of them finish before this returns, whatever fails; then the first failure
-    (in argument order) is raised, so the caller can undo what the others did."""
+    (in argument order) is raised, so the caller can undo what the others did.
+
+    A call no pool thread has started by the time it is waited for is taken back and
+    run here. So a call that itself runs calls in parallel (on a pool thread) never
+    waits for work queued behind it: everything waited for is already running."""
     if not calls:
         return []
-    # On one of the pool's own threads, waiting for others could take the last free one.
-    nested = threading.current_thread().name.startswith(_THREAD_PREFIX)
-    futures = [] if nested else [submit(call) for call in calls[1:]]
+    futures = [submit(call) for call in calls[1:]]
     results: list[Any] = [None] * len(calls)
     errors: list[BaseException | None] = [None] * len(calls)
     try:
         results[0] = calls[0]()
     except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others finished
         errors[0] = exc
-    for i, call in enumerate(calls[1:], start=1):
+    for i, (call, future) in enumerate(zip(calls[1:], futures), start=1):
         try:
-            results[i] = futures[i - 1].result() if futures else call()
+            results[i] = call() if future.cancel() else future.result()
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors[i] = exc
     for error in errors:

@@ -368,14 +368,16 @@ def test_a_cancelled_open_does_not_leave_the_database_locked(tmp_path) -> None:
     opened = threading.Event()
 
     class SlowOpen(SlowWalStore):
-        def head(self, key: str) -> Any:
+        def get_with_info(self, key: str) -> Any:  # the open's read of CURRENT
             opened.set()
             time.sleep(0.3)
-            return self.inner.head(key)
+            return self.inner.get_with_info(key)
 
     async def main() -> None:
         task = asyncio.ensure_future(levels3.aio.open(url, wrap_store=lambda s: SlowOpen(s, 0)))
+        deadline = time.monotonic() + 20
         while not opened.is_set():
+            assert time.monotonic() < deadline, "the open never read CURRENT"
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -36,8 +36,9 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from .. import liveness
 from ..errors import IOError
@@ -361,6 +362,32 @@ class LocalCache:
             raise local_error(self.directory, exc, f"make room to fetch {name}") from None
         os.close(fd)
         return path
+
+    @contextmanager
+    def downloading(self, name: str) -> Iterator[str]:
+        """A fresh temp path to download ``name`` into; removed if the block fails (on
+        success the block hands it to insert_downloaded, which moves it into place)."""
+        temp = self.temp_path(name)
+        try:
+            yield temp
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def keep_bytes(self, name: str, data: bytes, fingerprint: str) -> None:
+        """Keep ``data``, read from the store some other way, as the cached copy of that
+        content of ``name`` (unpinned): the next open_cached of it is a hit."""
+        with self.downloading(name) as temp:
+            try:
+                with open(temp, "wb") as f:
+                    f.write(data)
+            except OSError as exc:
+                raise local_error(temp, exc, f"keep {name}") from None
+            self.insert_downloaded(name, temp, len(data), fingerprint)
+        self.release(name)
 
     def insert_downloaded(self, name: str, temp_path: str, size: int, fingerprint: str) -> str:
         """Move a completed download into place, pinned, and return its path."""

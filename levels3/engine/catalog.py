@@ -15,7 +15,7 @@ from typing import Any
 
 from ..stores.base import ObjectStore
 from .checkpoints import checkpoint_name
-from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, file_key, parse_key
+from .layout import CHECKPOINT_PREFIX, CURRENT_NAME, LOCK_KEY, file_key, parse_key
 
 
 @dataclass
@@ -75,8 +75,10 @@ class Catalog:
         self._lock = threading.Lock()
         self.garbage: list[StoredObject] = []  # superseded objects: never read, removed by gc
         self.checkpoints: list[str] = []  # names of the checkpoints/<name>.json objects
-        # How long before the LIST (by the store's clock: CURRENT's LastModified against
-        # the newest other object's) anything was last uploaded; 0 when unknown.
+        # How long before the LIST anything but CURRENT and LOCK was last uploaded, by the
+        # store's clock: the newest of CURRENT's and LOCK's LastModified (an opening
+        # writer's lease and fence, just before its LIST) against the newest other
+        # object's; 0 when unknown.
         self.idle_seconds = 0.0
         self.listed_at = time.monotonic()  # when that LIST ran, on this process's clock
 
@@ -96,12 +98,13 @@ class Catalog:
                     catalog.checkpoints.append(name)
                 continue
             parsed = parse_key(info.key)
+            if info.key in (CURRENT_NAME, LOCK_KEY):
+                if info.last_modified is not None:
+                    current_time = max(current_time or info.last_modified, info.last_modified)
+            elif info.last_modified is not None and parsed is not None:
+                newest = max(newest or info.last_modified, info.last_modified)
             if parsed is None:
                 continue
-            if info.key == CURRENT_NAME:
-                current_time = info.last_modified
-            elif info.last_modified is not None:
-                newest = max(newest or info.last_modified, info.last_modified)
             record = versions.setdefault((parsed.name, parsed.epoch), FileRecord(parsed.name, parsed.epoch))
             record.objects.append(StoredObject(info.key, parsed.offset or 0, info.size, info.etag, parsed.level,
                                                parsed.end))

@@ -10,6 +10,7 @@ fences out every earlier one. May call the store interface only.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ObjectNotFound, PreconditionFailed
@@ -31,23 +32,53 @@ def commit_current(store: ObjectStore, data: bytes, *, epoch: int, replacing: st
     return store.put(CURRENT_NAME, data, mode=mode, metadata={EPOCH_METADATA: str(epoch)})
 
 
-def claim_epoch(store: ObjectStore, check_lease: Callable[[], None]) -> tuple[int, str | None]:
-    """Claim the next writer epoch by rewriting CURRENT with If-Match: (epoch, CURRENT's new ETag).
+@dataclass(frozen=True)
+class CurrentVersion:
+    """CURRENT as one GET read it: its body (the MANIFEST's name), its ETag, and the
+    epoch of the writer that committed it."""
+
+    body: bytes
+    etag: str
+    epoch: int
+
+
+def read_current(store: ObjectStore) -> CurrentVersion | None:
+    """CURRENT's body, ETag and epoch, in one GET; None for a database without one."""
+    try:
+        body, info = store.get_with_info(CURRENT_NAME)
+    except ObjectNotFound:
+        return None
+    return CurrentVersion(body, info.etag, int(info.metadata.get(EPOCH_METADATA, "0") or 0))
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What claim_epoch did: the epoch claimed, CURRENT as this writer now holds it,
+    and the version it replaced (None for both: a new database, nothing to fence)."""
+
+    epoch: int
+    current: CurrentVersion | None
+    replaced: CurrentVersion | None
+
+
+def claim_epoch(store: ObjectStore, check_lease: Callable[[], None], seen: CurrentVersion | None) -> Fence:
+    """Claim the next writer epoch by rewriting CURRENT with If-Match.
 
     Epochs form a compare-and-swap chain on CURRENT, so each writer's is unique
     and higher than every earlier writer's; and from here on a writer that lost
-    its lease can no longer commit (its If-Match on CURRENT fails). Without a
-    CURRENT (a new database) nothing is claimed: (0, None).
+    its lease can no longer commit (its If-Match on CURRENT fails). ``seen`` is
+    CURRENT as the caller read it (read_current), which may be before it held the
+    lease: a version replaced since fails the If-Match, and CURRENT is read again.
+    Without a CURRENT (a new database) nothing is claimed: epoch 0.
     """
     while True:
         check_lease()
+        if seen is None:
+            return Fence(0, None, None)
+        epoch = seen.epoch + 1
         try:
-            info = store.head(CURRENT_NAME)
-        except ObjectNotFound:
-            return 0, None
-        body = store.get(CURRENT_NAME)
-        epoch = int(info.metadata.get(EPOCH_METADATA, "0") or 0) + 1
-        try:
-            return epoch, commit_current(store, body, epoch=epoch, replacing=info.etag)
+            etag = commit_current(store, seen.body, epoch=epoch, replacing=seen.etag)
+            return Fence(epoch, CurrentVersion(seen.body, etag, epoch), seen)
         except PreconditionFailed:
-            log.info("CURRENT changed while fencing %s; retrying", store.url)
+            log.info("CURRENT changed while fencing %s; reading it again", store.url)
+        seen = read_current(store)

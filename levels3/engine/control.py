@@ -21,9 +21,9 @@ in manifest.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-import os
 import re
 import threading
 from collections import OrderedDict
@@ -32,6 +32,7 @@ from typing import Any, Mapping
 from ..errors import CorruptionError, Error, IOError, LeaseLostError, ObjectNotFound, StaleVersionError, StoreError
 from ..lock import LeaseLock
 from ..options import Location, StoreOptions, parse_location
+from ..parallel import POOL_THREADS, run_parallel
 from ..stores.assembly import build_store, resolve_options
 from ..stores.base import ObjectStore
 from ..stores.counting import CountingStore
@@ -323,19 +324,51 @@ class EnvControl:
         (the ObjectNotFound itself follows if this returns)."""
 
     def _fetch(self, record: FileRecord) -> str:
-        """Download every object of the file into the cache; returns the pinned path."""
-        temp = self.cache.temp_path(record.name)
-        try:
+        """Download every object of the file into the cache; returns the pinned path.
+        A file of many objects (a WAL's segments, after a crash) is fetched several
+        objects at a time, each written at its offset."""
+        with self.cache.downloading(record.name) as temp:
             with open(temp, "wb") as f:
-                for obj in record.objects:
-                    self._copy_object(obj, f)
+                f.truncate(record.size)
+            for batch in _fetch_batches(record.objects):
+                run_parallel(*(functools.partial(self._copy_object_to, temp, obj) for obj in batch))
             return self.cache.insert_downloaded(record.name, temp, record.size, record.fingerprint)
-        except BaseException:
+
+    def prefetch_for_recovery(self, current_body: bytes) -> None:
+        """Fetch together what LevelDB's recovery reads one after another: the MANIFEST
+        that CURRENT names and the newest WAL (the one a recovery always replays; an
+        older one it may not need). Over a far store this saves a round trip of every
+        open. A file that is cached already, is large next to the bound, or fails to
+        fetch is left to LevelDB's own read, which reports any failure."""
+        wanted = []
+        for name in (current_body.decode("utf-8", "replace").strip(), self._newest_log()):
+            record = self.catalog.get(name) if name else None
+            if (record is None or record.writing or record.unsent_tail or record.local or record.damage is not None
+                    or record.size > self.options.max_cache_bytes // 4):
+                continue
+            if self.cache.open_cached(record.name, record.fingerprint) is not None:
+                self.cache.release(record.name)
+                continue
+            wanted.append(record)
+
+        def fetch(record: FileRecord) -> None:
             try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
-            raise
+                self._fetch(record)
+            except Exception as exc:  # noqa: BLE001 - LevelDB's read of it reports the failure
+                log.debug("prefetching %s for recovery failed: %s", record.name, exc)
+                return
+            self.cache.release(record.name)
+
+        run_parallel(*(functools.partial(fetch, record) for record in wanted))
+
+    def _newest_log(self) -> str | None:
+        logs = [name for name in self.catalog.names() if kind_of(name) is FileKind.WAL]
+        return max(logs, key=lambda name: int(name.split(".")[0]), default=None)
+
+    def _copy_object_to(self, path: str, obj: StoredObject) -> None:
+        with open(path, "r+b") as f:
+            f.seek(obj.offset)
+            self._copy_object(obj, f)
 
     def _copy_object(self, obj: StoredObject, f: Any) -> None:
         """Write one object's bytes to ``f``, checked against the size the LIST gave. No
@@ -370,8 +403,7 @@ class EnvControl:
         path = self.cache.open_cached(record.name, fingerprint)
         if path is not None:
             return path
-        temp = self.cache.temp_path(record.name)
-        try:
+        with self.cache.downloading(record.name) as temp:
             with open(temp, "r+b") as f:
                 for obj in record.objects:  # overlapping objects hold the same bytes
                     f.seek(obj.offset)
@@ -381,12 +413,6 @@ class EnvControl:
             log.warning("salvaging %s: %s; %s", record.name, record.damage,
                         "; ".join(f"bytes [{a}, {b}) are lost" for a, b in lost))
             return self.cache.insert_downloaded(record.name, temp, record.size, fingerprint)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
-            raise
 
     def _refuse_version_without_logs(self) -> None:
         """Without paranoid_checks, LevelDB's recovery skips a log it cannot open
@@ -426,6 +452,23 @@ class EnvControl:
     def _current_text(self) -> str:
         with open(self.cache.path(CURRENT_NAME), "rb") as f:
             return f.read().decode()
+
+
+#: Bytes of a many-object file fetched at once, at most (the objects of one batch are in flight together).
+_FETCH_BATCH_BYTES = 32 << 20
+
+
+def _fetch_batches(objects: list[StoredObject]) -> list[list[StoredObject]]:
+    """The objects in batches of at most POOL_THREADS objects and _FETCH_BATCH_BYTES (or one object)."""
+    batches: list[list[StoredObject]] = []
+    size = 0
+    for obj in objects:
+        if not batches or len(batches[-1]) >= POOL_THREADS or size + obj.size > _FETCH_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(obj)
+        size += obj.size
+    return batches
 
 
 def _mask_unreadable(record: FileRecord, f: Any) -> list[tuple[int, int]]:

@@ -79,6 +79,8 @@ class FollowerControl(EnvControl):
             if previous is not None:
                 cache.adopt_links(previous.cache, current)
                 control.owns_store = False  # until the refresh that made it succeeds
+            if checkpoint is None:
+                control.prefetch_for_recovery(current_body)
             log.info("opened %s read-only%s (cache %s)", location.url,
                      f" at checkpoint {checkpoint!r}" if checkpoint else "", cache.directory)
             return control

@@ -12,6 +12,7 @@ sizing.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -23,13 +24,14 @@ from ..errors import (Error, IOError, LeaseLostError, ObjectNotFound, Preconditi
                       WriteTooLargeError)
 from ..lock import LeaseLock, database_lease
 from ..options import Location, StoreOptions
+from ..parallel import run_parallel, submit
 from ..stores.assembly import ensure_conditional_writes
 from ..stores.base import ObjectStore, PutMode
 from ..stores.counting import CountingStore
 from .cache import LocalCache
 from .catalog import Catalog, FileRecord, StoredObject
 from .checkpoints import checkpoint_key, needed_keys, read_checkpoint, write_checkpoint
-from .commit import claim_epoch, commit_current
+from .commit import CurrentVersion, claim_epoch, commit_current, read_current
 from .control import EnvControl, connect
 from .layout import CURRENT_NAME, FileKind, kind_of, object_key
 from .pages import PagedTables, PageStore
@@ -38,6 +40,11 @@ from .segments import MERGE_MAX_BYTES, MERGED_SEGMENT_GRACE, plan_segment_upload
 from .sizing import table_limits
 
 log = logging.getLogger("levels3.backend")
+
+
+def _current_record(epoch: int, size: int, etag: str) -> FileRecord:
+    """The catalog's record of a CURRENT this writer fenced or committed."""
+    return FileRecord(CURRENT_NAME, epoch, [StoredObject(CURRENT_NAME, 0, size, etag)])
 
 
 class WriterControl(EnvControl):
@@ -60,32 +67,46 @@ class WriterControl(EnvControl):
     @classmethod
     def open(cls, name: Any, options: StoreOptions | None, overrides: Mapping[str, Any], *,
              create_if_missing: bool) -> "WriterControl":
-        """Take the lease, fence earlier writers and list the store: ready for DB::Open."""
+        """Take the lease, fence earlier writers and list the store: ready for DB::Open.
+
+        Round trips, in order: the LOCK PUT, with the GET of CURRENT beside it; the fence
+        (a PUT of CURRENT), with the LIST beside it; the MANIFEST and the newest WAL
+        together (prefetch_for_recovery). LevelDB's own read of CURRENT is answered from
+        the fence's copy."""
         location, opts, store, counters = connect(name, options, overrides, create=create_if_missing)
         cache: LocalCache | None = None
         lease: LeaseLock | None = None
         pages: PageStore | None = None
+        current_read: concurrent.futures.Future[CurrentVersion | None] | None = None
         try:
             ensure_conditional_writes(store, location, opts)
             lease = database_lease(store, opts)
+            # CURRENT may be read before the lease is held: the fence's If-Match refuses a
+            # version that changed after this read.
+            current_read = submit(read_current, store)
             lease.acquire()
             cache = LocalCache(opts.cache_dir, opts.max_cache_bytes)
             control = cls(location, opts, store, counters, cache, lease)
-            control.fence()
-            control.catalog = Catalog.load(store)
-            if control.current_etag is None:
+            fenced = control._fence_and_list(current_read.result())
+            if fenced is None:
                 # A new database: no CURRENT to fence; stay above anything a failed creation left.
                 control.epoch = control.catalog.max_epoch + 1
             for checkpoint in control.catalog.checkpoints:
                 control._protect_checkpoint(checkpoint)
             control._inherited_garbage, control.catalog.garbage = control.catalog.garbage, []
             cache.adopt({r.name: r.fingerprint for r in control.catalog.records()})
+            if fenced is not None:
+                # LevelDB's recovery starts by reading CURRENT: the fence's copy answers it.
+                cache.keep_bytes(CURRENT_NAME, fenced.body, _current_record(control.epoch, len(fenced.body), fenced.etag).fingerprint)
+                control.prefetch_for_recovery(fenced.body)
             pages = PageStore.in_cache(cache, opts.max_cache_bytes, opts.cache_page_size)
             pages.retain(control.catalog)
             control.pages = PagedTables(control, pages)
             log.info("opened %s as writer epoch %d (cache %s)", location.url, control.epoch, cache.directory)
             return control
         except BaseException:
+            if current_read is not None:
+                concurrent.futures.wait([current_read])  # it uses the store closed below
             if pages is not None:
                 pages.close()
             if cache is not None:
@@ -122,11 +143,29 @@ class WriterControl(EnvControl):
             f"bytes one write may take with max_object_size={self.options.max_object_size}: the table that "
             "receives it must fit in one object; split the write, or open with a larger max_object_size")
 
-    def fence(self) -> None:
-        """Claim the next writer epoch (engine.commit.claim_epoch)."""
-        epoch, self.current_etag = claim_epoch(self.store, self._check_lease)
-        if self.current_etag is not None:
-            self.epoch = epoch
+    def _fence_and_list(self, seen: CurrentVersion | None) -> CurrentVersion | None:
+        """Claim the next writer epoch (engine.commit.claim_epoch) and load the catalog,
+        at once; returns CURRENT as fenced (None: a new database).
+
+        The LIST starts after ``seen`` was read, so it holds the MANIFEST ``seen`` names
+        (uploaded before it was committed). If the fence had to read CURRENT again (a
+        writer it fenced out committed meanwhile), that LIST may predate the version
+        fenced, and the store is listed again; so it is when CURRENT, absent when read,
+        was created before the lease was ours. Whatever an earlier writer uploads after
+        the LIST was never acknowledged: its lease had ended before ours began."""
+        fence, catalog = run_parallel(lambda: claim_epoch(self.store, self._check_lease, seen),
+                                      lambda: Catalog.load(self.store))
+        if fence.current is None and catalog.get(CURRENT_NAME) is not None:
+            fence = claim_epoch(self.store, self._check_lease, read_current(self.store))
+            catalog = Catalog.load(self.store)
+        elif fence.replaced is not seen:
+            catalog = Catalog.load(self.store)
+        self.catalog = catalog
+        if fence.current is None:
+            return None
+        self.epoch, self.current_etag = fence.epoch, fence.current.etag
+        self.catalog.put(_current_record(self.epoch, len(fence.current.body), fence.current.etag))  # the LIST may have seen it before the fence
+        return fence.current
 
     def _time_since_last_upload(self) -> float:
         """Seconds since an earlier writer last uploaded anything (0 if unknown); the
@@ -321,7 +360,7 @@ class WriterControl(EnvControl):
                                  "this writer has been fenced out") from None
         self.current_etag = etag
         self.cache.rename(temp_name, CURRENT_NAME)
-        record = FileRecord(CURRENT_NAME, self.epoch, [StoredObject(CURRENT_NAME, 0, size, etag)])
+        record = _current_record(self.epoch, size, etag)
         self.cache.set_fingerprint(CURRENT_NAME, record.fingerprint)
         self.catalog.put(record)
 

@@ -4,7 +4,7 @@ A store is always scoped to one database: keys are relative to the database's
 prefix, so nothing outside it can be read, written or deleted by construction.
 Wrappers (retry, request counting, fault injection) implement the same
 interface around an inner store instead of branching inside it. Owns
-ObjectStore, ObjectInfo and PutMode; imports nothing of levels3.
+ObjectStore, ObjectInfo and PutMode; imports only levels3.errors.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import abc
 import enum
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterator, Mapping, Sequence
+
+from ..errors import StoreError
 
 
 class PutCondition(enum.Enum):
@@ -65,6 +67,7 @@ class ObjectInfo:
 
 
 DELETE_BATCH = 1000  # most keys one delete_many takes (S3 DeleteObjects' limit)
+_CONSISTENT_READ_ATTEMPTS = 5
 
 
 class ObjectStore(abc.ABC):
@@ -119,6 +122,20 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo:
         """Size, ETag and user metadata of one object."""
+
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        """The whole object and the ObjectInfo (ETag, metadata) of exactly those bytes.
+
+        S3 answers both in one GET; that is what a store should override this with.
+        This default reads the object between two HEADs until they agree (a version
+        replaced meanwhile has another ETag; bodies levels3 replaces are unique)."""
+        for _ in range(_CONSISTENT_READ_ATTEMPTS):
+            info = self.head(key)
+            data = self.get(key)
+            if self.head(key).etag == info.etag:
+                return data, info
+        raise StoreError(f"get {key!r} on {self.url}: the object was replaced during each of "
+                         f"{_CONSISTENT_READ_ATTEMPTS} attempts to read it", operation="get", key=key, transient=True)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default does nothing."""

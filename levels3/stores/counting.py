@@ -114,6 +114,19 @@ class CountingStore(ObjectStore):
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         return self._timed("get", lambda: self.inner.get(key, start, end))
 
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        began = time.monotonic()
+        try:
+            data, info = self.inner.get_with_info(key)
+        except (ObjectNotFound, PreconditionFailed):
+            self._record("get", began, refused=True)
+            raise
+        except BaseException:
+            self._record("get", began, error=True)
+            raise
+        self._record("get", began, down=len(data))
+        return data, info
+
     def head(self, key: str) -> ObjectInfo:
         return self._timed("head", lambda: self.inner.head(key))
 

@@ -280,6 +280,20 @@ class LocalDirStore(ObjectStore):
         log.debug("get %r bytes=%d latency=%.1fms", key, len(data), (time.monotonic() - began) * 1000)
         return data
 
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        # A put replaces the file by a rename: the open descriptor holds one version,
+        # and its fstat gives that version's ETag.
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound(f"no object {key!r} in {self.root}", operation="get", key=key) from None
+        except OSError as exc:
+            raise self._fail("get", key, exc) from exc
+        return data, self._info(key, st)
+
     def head(self, key: str) -> ObjectInfo:
         path = self._path(key)
         try:
@@ -290,6 +304,10 @@ class LocalDirStore(ObjectStore):
             raise self._fail("head", key, exc) from exc
         if not os.path.isfile(path):
             raise ObjectNotFound(f"no object {key!r} in {self.root}", operation="head", key=key)
+        return self._info(key, st)
+
+    def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
+        """The ObjectInfo of the version ``st`` describes (its metadata is named by its ETag)."""
         etag = _etag(st)
         metadata: dict[str, str] = {}
         try:

@@ -111,6 +111,9 @@ class RetryingStore(ObjectStore):
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         return self._call("get", key, lambda: self.inner.get(key, start, end))
 
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        return self._call("get", key, lambda: self.inner.get_with_info(key))
+
     def head(self, key: str) -> ObjectInfo:
         return self._call("head", key, lambda: self.inner.head(key))
 

@@ -288,6 +288,19 @@ class S3Store(ObjectStore):
         self._debug("get", key, began, len(data))
         return data
 
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        full = self._full_key(key)
+        began = time.monotonic()
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=full)
+            data = response["Body"].read()
+        except Exception as exc:
+            raise self._error(exc, "get", key) from exc
+        self._debug("get", key, began, len(data))
+        return data, ObjectInfo(key=key, size=len(data), etag=response["ETag"],
+                                metadata=dict(response.get("Metadata") or {}),
+                                last_modified=_timestamp(response.get("LastModified")))
+
     def head(self, key: str) -> ObjectInfo:
         full = self._full_key(key)
         began = time.monotonic()

@@ -1,0 +1,210 @@
+"""The round trips of a cold open: requests that need nothing from each other go out together.
+
+Over a far store every request in a row costs a round trip, so a writer reopen sends the LOCK
+PUT with the GET of CURRENT, the fence with the LIST, and the MANIFEST with the WAL; a follower
+sends the MANIFEST with the WAL. Each request here is held for HOLD seconds by a store wrapper,
+so requests sent together overlap and requests sent in a row cannot: the tests check which
+overlapped, never how long anything took.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Iterator, Mapping, Sequence
+
+import levels3
+from levels3.parallel import POOL_THREADS, run_parallel, submit
+from levels3.stores.base import ObjectInfo, ObjectStore
+
+HOLD = 0.3
+
+
+class OverlapStore(ObjectStore):
+    """Delegates to the bare store, holding every request HOLD seconds (while ``holding``) and
+    recording each as (operation, key, started, ended)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.ambiguous_failures = inner.ambiguous_failures
+        self.holding = True
+        self.requests: list[tuple[str, str, float, float]] = []
+        self.before: dict[tuple[str, str], threading.Event] = {}  # gates: (operation, key) waits for its event
+        self._lock = threading.Lock()
+
+    def _run(self, operation: str, key: str, call: Any) -> Any:
+        gate = self.before.get((operation, key))
+        if gate is not None:
+            assert gate.wait(20), f"{operation} {key} was never let through"
+        started = time.monotonic()
+        try:
+            if self.holding:
+                time.sleep(HOLD)
+            return call()
+        finally:
+            with self._lock:
+                self.requests.append((operation, key, started, time.monotonic()))
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        return self._run("get", key, lambda: self.inner.get(key, start, end))
+
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        return self._run("get", key, lambda: self.inner.get_with_info(key))
+
+    def head(self, key: str) -> ObjectInfo:
+        return self._run("head", key, lambda: self.inner.head(key))
+
+    def put(self, key: str, data: bytes, **conditions: Any) -> str:
+        return self._run("put", key, lambda: self.inner.put(key, data, **conditions))
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        self._run("delete", key, lambda: self.inner.delete(key, if_match=if_match))
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        self._run("delete_many", ",".join(keys), lambda: self.inner.delete_many(keys))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return iter(self._run("list", prefix, lambda: list(self.inner.list(prefix))))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    # -- what the tests ask -----------------------------------------------------------
+    def find(self, operation: str, pattern: str) -> list[tuple[str, str, float, float]]:
+        with self._lock:
+            return [r for r in self.requests if r[0] == operation and pattern in r[1]]
+
+    def overlapped(self, a: tuple[str, str], b: tuple[str, str]) -> bool:
+        """Whether the first request matching ``a`` and the first matching ``b`` were in flight together."""
+        (_, _, a_start, a_end), (_, _, b_start, b_end) = self.find(*a)[0], self.find(*b)[0]
+        return a_start < b_end and b_start < a_end
+
+
+def wrapped(*, holding: bool = True, before: Mapping[tuple[str, str], threading.Event] | None = None,
+            ) -> tuple[list[OverlapStore], dict[str, Any]]:
+    """(the stores made, the wrap_store option that makes them)."""
+    holder: list[OverlapStore] = []
+
+    def wrap(store: ObjectStore) -> ObjectStore:
+        made = OverlapStore(store)
+        made.holding = holding
+        made.before.update(before or {})
+        holder.append(made)
+        return made
+
+    return holder, {"wrap_store": wrap}
+
+
+def make_database(url: str) -> None:
+    with levels3.DB(url, create_if_missing=True) as db:
+        db.put(b"in-a-table", b"1")
+        db.compact_range()
+        for i in range(50):
+            db.put(b"in-the-log-%02d" % i, b"2", sync=True)
+
+
+def test_a_writer_reopen_sends_independent_requests_together(tmp_path):
+    url = str(tmp_path / "db")
+    make_database(url)
+    holder, wrap = wrapped()
+    with levels3.DB(url, **wrap) as db:
+        store = holder[0]
+        store.holding = False
+        assert db.get(b"in-a-table") == b"1" and db.get(b"in-the-log-49") == b"2"
+    assert store.overlapped(("put", "LOCK"), ("get", "CURRENT")), "the LOCK PUT and the read of CURRENT in a row"
+    assert store.overlapped(("put", "CURRENT"), ("list", "")), "the fence and the LIST in a row"
+    assert store.overlapped(("get", "/MANIFEST-"), ("get", ".log/")), "the MANIFEST and the WAL in a row"
+    # CURRENT is read once, with its ETag: no HEAD, and LevelDB's own read is answered from the fence's copy.
+    assert len(store.find("get", "CURRENT")) == 1 and store.find("head", "CURRENT") == []
+
+
+def test_a_follower_open_fetches_the_manifest_and_the_log_together(tmp_path):
+    url = str(tmp_path / "db")
+    make_database(url)
+    holder, wrap = wrapped()
+    with levels3.DB(url, read_only=True, **wrap) as follower:
+        assert follower.get(b"in-the-log-49") == b"2"
+    store = holder[0]
+    assert store.overlapped(("get", "/MANIFEST-"), ("get", ".log/"))
+    assert len(store.find("get", "CURRENT")) == 1
+
+
+def test_a_wal_of_many_segments_is_fetched_several_segments_at_a_time(tmp_path):
+    """A writer killed before it could merge its segments leaves one object per synced write."""
+    url = str(tmp_path / "db")
+    make_database(url)
+    with levels3.DB(url) as db:  # the 50 synced writes above went to a table at this open
+        for i in range(20):
+            db.put(b"after-%02d" % i, b"3", sync=True)
+        holder, wrap = wrapped()
+        with levels3.DB(url, read_only=True, **wrap) as follower:  # the writer's log is still in segments
+            assert follower.get(b"after-19") == b"3"
+    segments = holder[0].find("get", ".log/")
+    assert len(segments) >= 3  # segments the writer has not merged yet
+    assert any(holder[0].overlapped(("get", segments[0][1]), ("get", s[1])) for s in segments[1:])
+
+
+def test_a_database_created_while_the_opener_waited_for_the_lock_is_fenced_not_recreated(tmp_path):
+    """B reads CURRENT (absent: A is still creating the database) before it waits for A's lock.
+    Once it holds the lock, B must find the database A created, fence it, and open it: not
+    create it again (its commit would be refused as if another writer had fenced it out)."""
+    url = str(tmp_path / "db")
+    b_read_current = threading.Event()
+    a_holder, a_wrap = wrapped(holding=False, before={("put", "CURRENT"): b_read_current})
+    b_holder, b_wrap = wrapped(holding=False)
+    a_opened = threading.Event()
+    opened: list[Any] = []
+
+    def open_a() -> None:
+        with levels3.DB(url, create_if_missing=True, **a_wrap) as a:
+            a_opened.set()
+            a.put(b"from-a", b"1", sync=True)
+            time.sleep(0.5)  # B is waiting for the lock by now
+
+    writer_a = threading.Thread(target=open_a)
+    writer_a.start()
+    _wait_for(lambda: a_holder and a_holder[0].find("put", "LOCK"), "A never took the lock")
+
+    def open_b() -> None:
+        opened.append(levels3.DB(url, create_if_missing=True, lock_timeout=30, **b_wrap))
+
+    writer_b = threading.Thread(target=open_b)
+    writer_b.start()
+    _wait_for(lambda: b_holder and b_holder[0].find("get", "CURRENT"), "B did not read CURRENT before the lock")
+    b_read_current.set()
+    writer_a.join(30)
+    writer_b.join(30)
+    assert a_opened.is_set() and opened, "B did not open"
+    b = opened[0]
+    try:
+        assert b.get(b"from-a") == b"1"
+        b.put(b"from-b", b"2", sync=True)
+    finally:
+        b.close()
+    with levels3.DB(url) as again:
+        assert (again.get(b"from-a"), again.get(b"from-b")) == (b"1", b"2")
+
+
+def _wait_for(condition: Any, failure: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.01)
+
+
+def test_calls_run_in_parallel_from_a_pool_thread_overlap_and_never_deadlock():
+    """The WAL's segments are fetched in parallel from a pool thread (the recovery prefetch runs
+    there): nested calls go out together when threads are free, and run on the waiting thread
+    when none is (every pool thread nesting at once must not wait for work queued behind it)."""
+    def spans() -> list[tuple[float, float]]:
+        def held() -> tuple[float, float]:
+            started = time.monotonic()
+            time.sleep(HOLD)
+            return started, time.monotonic()
+        return run_parallel(held, held)
+
+    a, b = submit(spans).result(timeout=10)
+    assert a[0] < b[1] and b[0] < a[1], "nested calls ran one after the other"
+    everyone = [submit(spans) for _ in range(POOL_THREADS * 2)]
+    assert all(len(f.result(timeout=30)) == 2 for f in everyone)
