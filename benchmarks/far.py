@@ -66,13 +66,20 @@ class DiskSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def usage(self) -> int:
-        total = 0
+        # Each file once by inode: a table LevelDB has just written is renamed into the page directory
+        # (the walk visits the database directory first), and counting it in both places read a whole
+        # table (2 MiB) above the bound that was never on disk. A walk is still not atomic: a page punched
+        # from a file already counted and fetched into a later one counts twice (a few pages at most).
+        total, seen = 0, set()
         for dirpath, _, files in os.walk(self.root):
             for name in files:
                 try:
-                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                    st = os.lstat(os.path.join(dirpath, name))
                 except OSError:
-                    pass  # removed while walking
+                    continue  # removed while walking
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
         return total
 
     def _run(self) -> None:
