@@ -486,6 +486,29 @@ def test_a_sequential_scan_reads_ahead_with_bounded_requests_in_flight(tmp_path,
     assert stores[0].max_in_flight <= 5
 
 
+def test_a_scan_of_a_database_four_times_the_bound_fetches_its_tables_about_once(tmp_path):
+    """Keys written in random order leave overlapping level-0 tables: the reopen compacts them while the
+    scan runs, and the compaction's output (a whole file of up to 2 MiB) alone takes the 2 MiB bound. The
+    pages a compaction input or the iterator fetched must still be read before they go: each read of a
+    4 KiB block fetching its 64 KiB page again was 14x the tables' bytes."""
+    url = str(tmp_path / "db")
+    bound, n = 2 * 1024 * 1024, 60_000
+    order = list(range(n))
+    random.Random(1).shuffle(order)
+    with levels3.DB(url, create_if_missing=True, compression=None, write_buffer_size=bound // 4) as db:
+        for i in order:
+            db.put(key(i), value(i, 128))
+    with levels3.DB(url, max_cache_bytes=bound, write_buffer_size=bound // 4) as db:
+        tables = sum(table_sizes(db).values())
+        assert tables > 4 * bound
+        assert sum(1 for _ in db.iterator()) == n
+        stats = db.stats()
+    fetched = sum(stats["page_bytes_fetched"].values())
+    # The scan reads each table once and the compaction its inputs once: twice the tables, with tails.
+    assert fetched <= 3 * tables, (fetched, tables, stats["page_bytes_fetched"])
+    assert stats["page_readahead_wasted_bytes"] <= tables // 4
+
+
 # -- restart -------------------------------------------------------------------------------------
 
 

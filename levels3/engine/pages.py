@@ -199,6 +199,7 @@ class PagedTables:
             "page_hits": s["hits"],
             "page_misses": s["misses"],
             "page_evictions": s["evictions"],
+            "page_readahead_wasted_bytes": s["readahead_wasted_bytes"],
             "pages_cached": s["pages"],
             "cache_mapped_bytes": s["mapped_bytes"],
             "pages_reused": s["reused_pages"],
