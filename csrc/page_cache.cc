@@ -25,6 +25,10 @@ constexpr uint64_t kBlock = 4096;  // disk allocation unit the bound rounds page
 constexpr const char* kIndexName = "INDEX";
 constexpr const char* kIndexHeader = "levels3-pages 1";
 
+// Set on LevelDB's background (compaction) thread, and on a read-ahead worker while it fetches for a
+// compaction's stream.
+thread_local bool t_compaction_io = false;
+
 uint64_t RoundUp(uint64_t n, uint64_t unit) { return (n + unit - 1) / unit * unit; }
 
 Status PosixError(const std::string& context, int err) {
@@ -139,6 +143,8 @@ void RangeSource::Close() {
   closed_ = true;
   idle_.wait(l, [this] { return active_ == 0; });
 }
+
+void PageCache::MarkCompactionThread() { t_compaction_io = true; }
 
 // -- PageFile ---------------------------------------------------------------------
 
@@ -706,6 +712,10 @@ void PageCache::Settle(PageFile* f, uint32_t first, uint32_t count, const Status
   if (s.ok()) {
     ++stats_.requests[kind];
     stats_.bytes_fetched[kind] += bytes;
+    if (t_compaction_io) {
+      ++stats_.compaction_requests[kind];
+      stats_.compaction_bytes_fetched[kind] += bytes;
+    }
   }
   changed_.notify_all();
 }
@@ -1000,7 +1010,7 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
     Claim(f, from, count);
     MarkAhead(f, from, count);
     ++f->users_;  // the task keeps the file (and its descriptor) open
-    tasks_.push_back(Task{files_[f->fingerprint_], source, name, from, count});
+    tasks_.push_back(Task{files_[f->fingerprint_], source, name, from, count, t_compaction_io});
     from += count;
     scheduled = true;
   }
@@ -1038,7 +1048,9 @@ void PageCache::Worker() {
       f->busy_ -= task.count;
       changed_.notify_all();
     } else {
+      t_compaction_io = task.compaction;
       FetchRun(l, f, task.source.get(), task.name, task.first, task.count, kFetchReadahead, 0, 0, nullptr);
+      t_compaction_io = false;
     }
     ReleaseLocked(f);
     task.file.reset();

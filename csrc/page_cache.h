@@ -151,6 +151,10 @@ struct PageCacheStats {
   uint64_t readahead_wasted_bytes = 0;  // pages read ahead but evicted before any read used them
   uint64_t requests[kFetchKinds] = {0, 0, 0};
   uint64_t bytes_fetched[kFetchKinds] = {0, 0, 0};
+  // The part of those fetched for LevelDB's compactions (their own reads and the read-ahead they
+  // started): not the cost of the gets and scans that run meanwhile.
+  uint64_t compaction_requests[kFetchKinds] = {0, 0, 0};
+  uint64_t compaction_bytes_fetched[kFetchKinds] = {0, 0, 0};
   uint64_t files = 0;          // page files known
   uint64_t reused_pages = 0;   // pages kept from the previous clean run
   uint64_t tail_estimate = 0;  // bytes a table's first read fetches (for a 2 MiB table)
@@ -242,6 +246,10 @@ class PageCache {
   PageCache(const PageCache&) = delete;
   PageCache& operator=(const PageCache&) = delete;
 
+  // The calling thread runs LevelDB's compactions (the Env's Schedule marks its background thread):
+  // what its reads fetch is counted apart (PageCacheStats::compaction_*).
+  static void MarkCompactionThread();
+
   uint32_t page_size() const { return page_size_; }
   const std::string& directory() const { return directory_; }
 
@@ -318,6 +326,7 @@ class PageCache {
     std::shared_ptr<RangeSource> source;
     std::string name;
     uint32_t first, count;
+    bool compaction;  // started by a compaction's read
   };
 
   PageCache(std::string directory, uint64_t max_bytes, uint32_t page_size);

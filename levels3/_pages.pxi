@@ -44,6 +44,11 @@ cdef class NativePageCache:
             "requests": {"tail": s.requests[0], "data": s.requests[1], "readahead": s.requests[2]},
             "bytes_fetched": {"tail": s.bytes_fetched[0], "data": s.bytes_fetched[1],
                               "readahead": s.bytes_fetched[2]},
+            "compaction_requests": {"tail": s.compaction_requests[0], "data": s.compaction_requests[1],
+                                    "readahead": s.compaction_requests[2]},
+            "compaction_bytes_fetched": {"tail": s.compaction_bytes_fetched[0],
+                                         "data": s.compaction_bytes_fetched[1],
+                                         "readahead": s.compaction_bytes_fetched[2]},
         }
 
     def claim_tail(self, str fingerprint, str object_key, uint64_t size):

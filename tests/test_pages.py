@@ -503,6 +503,15 @@ def test_a_sequential_scan_reads_ahead_with_bounded_requests_in_flight(tmp_path,
     assert stores[0].max_in_flight <= 5
 
 
+def fill_shuffled(url: str, n: int, **options) -> None:
+    """n keys of 128-byte values written in random order: level-0 tables that overlap, left to compact."""
+    order = list(range(n))
+    random.Random(1).shuffle(order)
+    with levels3.DB(url, create_if_missing=True, compression=None, **options) as db:
+        for i in order:
+            db.put(key(i), value(i, 128))
+
+
 def test_a_scan_of_a_database_four_times_the_bound_fetches_its_tables_about_once(tmp_path):
     """Keys written in random order leave overlapping level-0 tables: the reopen compacts them while the
     scan runs, and the compaction's output (a whole file of up to 2 MiB) alone takes the 2 MiB bound. The
@@ -510,11 +519,7 @@ def test_a_scan_of_a_database_four_times_the_bound_fetches_its_tables_about_once
     4 KiB block fetching its 64 KiB page again was 14x the tables' bytes."""
     url = str(tmp_path / "db")
     bound, n = 2 * 1024 * 1024, 60_000
-    order = list(range(n))
-    random.Random(1).shuffle(order)
-    with levels3.DB(url, create_if_missing=True, compression=None, write_buffer_size=bound // 4) as db:
-        for i in order:
-            db.put(key(i), value(i, 128))
+    fill_shuffled(url, n, write_buffer_size=bound // 4)
     with levels3.DB(url, max_cache_bytes=bound, write_buffer_size=bound // 4) as db:
         tables = sum(table_sizes(db).values())
         assert tables > 4 * bound
@@ -524,6 +529,25 @@ def test_a_scan_of_a_database_four_times_the_bound_fetches_its_tables_about_once
     # The scan reads each table once and the compaction its inputs once: twice the tables, with tails.
     assert fetched <= 3 * tables, (fetched, tables, stats["page_bytes_fetched"])
     assert stats["page_readahead_wasted_bytes"] <= tables // 4
+
+
+def test_what_compactions_fetch_is_counted_apart_from_reads(tmp_path, no_tail_prefetch):
+    url = str(tmp_path / "db")
+    fill_shuffled(url, 30_000, write_buffer_size=256 * 1024)
+    with levels3.DB(url, cache_page_size=PAGE, cache_dir=str(tmp_path / "cold")) as db:
+        tables = sum(table_sizes(db).values())
+        db.compact_range()  # on LevelDB's background thread, reading every table (overlapping levels)
+        by_compaction = sum(db.stats()["page_bytes_fetched_by_compaction"].values())
+        assert by_compaction >= tables // 2
+        assert by_compaction <= sum(db.stats()["page_bytes_fetched"].values())
+        for i in range(0, 30_000, 101):
+            assert db.get(key(i)) == value(i, 128)
+        assert sum(db.stats()["page_bytes_fetched_by_compaction"].values()) == by_compaction
+        tables = sum(table_sizes(db).values())
+    with levels3.DB(url, read_only=True, cache_page_size=PAGE) as follower:
+        assert [v for _k, v in follower.iterator()] == [value(i, 128) for i in range(30_000)]
+        assert sum(follower.stats()["page_bytes_fetched"].values()) >= tables
+        assert sum(follower.stats()["page_bytes_fetched_by_compaction"].values()) == 0
 
 
 # -- restart -------------------------------------------------------------------------------------

@@ -205,6 +205,8 @@ class PagedTables:
             "pages_reused": s["reused_pages"],
             "page_requests": dict(s["requests"]),
             "page_bytes_fetched": dict(s["bytes_fetched"]),
+            "page_requests_by_compaction": dict(s["compaction_requests"]),
+            "page_bytes_fetched_by_compaction": dict(s["compaction_bytes_fetched"]),
             "tails_prefetched": s["tails_prefetched"],
         }
 
