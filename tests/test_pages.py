@@ -550,6 +550,18 @@ def test_what_compactions_fetch_is_counted_apart_from_reads(tmp_path, no_tail_pr
         assert sum(follower.stats()["page_bytes_fetched_by_compaction"].values()) == 0
 
 
+def test_point_gets_do_not_read_ahead(tmp_path, no_tail_prefetch):
+    """A get reads one block: only a table's first block (which scans start with) starts read-ahead."""
+    url = str(tmp_path / "db")
+    fill(url, 40_000)
+    with levels3.DB(url, read_only=True, cache_page_size=PAGE, max_cache_bytes=256 * 1024) as follower:
+        for i in random.Random(5).sample(range(40_000), 500):
+            assert follower.get(key(i)) == value(i)
+        fetched = follower.stats()["page_bytes_fetched"]
+    assert fetched["data"] > 100 * PAGE
+    assert fetched["readahead"] <= fetched["data"] // 10, fetched
+
+
 # -- restart -------------------------------------------------------------------------------------
 
 
