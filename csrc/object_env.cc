@@ -3,6 +3,7 @@
 // table (`cb_`) and so must not outlive the Env.
 #include "object_env.h"
 
+#include "page_cache.h"
 #include "paged_env.h"
 
 #include <errno.h>
@@ -270,8 +271,11 @@ class ObjectEnv final : public leveldb::EnvWrapper {
   Status LockFile(const std::string& fname, leveldb::FileLock** lock) override;
   Status UnlockFile(leveldb::FileLock* lock) override;
   Status NewLogger(const std::string& fname, leveldb::Logger** result) override;
-  // Schedule, StartThread, NowMicros, SleepForMicroseconds and
-  // GetTestDirectory touch no database file and stay with the default Env.
+  // LevelDB's background work (its compactions) runs on the default Env's thread, marked so that the
+  // page cache counts what compactions fetch apart from the reads of gets and scans.
+  void Schedule(void (*function)(void*), void* arg) override;
+  // StartThread, NowMicros, SleepForMicroseconds and GetTestDirectory touch no
+  // database file and stay with the default Env.
 
  private:
   // "dbname/000005.log" -> "000005.log"; InvalidArgument for paths outside dbname.
@@ -469,6 +473,25 @@ Status ObjectEnv::UnlockFile(leveldb::FileLock* lock) {
   std::string error;
   if (BackendGone(&error)) return Status::OK();
   return StatusFromCallback(callbacks_.unlock(callbacks_.backend, &error), "LOCK", error);
+}
+
+namespace {
+
+struct BackgroundCall {
+  void (*function)(void*);
+  void* arg;
+};
+
+void RunInBackground(void* call) {
+  PageCache::MarkCompactionThread();  // the default Env's one background thread runs only such work
+  std::unique_ptr<BackgroundCall> c(static_cast<BackgroundCall*>(call));
+  c->function(c->arg);
+}
+
+}  // namespace
+
+void ObjectEnv::Schedule(void (*function)(void*), void* arg) {
+  target()->Schedule(&RunInBackground, new BackgroundCall{function, arg});
 }
 
 Status ObjectEnv::NewLogger(const std::string& /*fname*/, leveldb::Logger** result) {

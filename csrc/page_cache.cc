@@ -25,6 +25,10 @@ constexpr uint64_t kBlock = 4096;  // disk allocation unit the bound rounds page
 constexpr const char* kIndexName = "INDEX";
 constexpr const char* kIndexHeader = "levels3-pages 1";
 
+// Set on LevelDB's background (compaction) thread, and on a read-ahead worker while it fetches for a
+// compaction's stream.
+thread_local bool t_compaction_io = false;
+
 uint64_t RoundUp(uint64_t n, uint64_t unit) { return (n + unit - 1) / unit * unit; }
 
 Status PosixError(const std::string& context, int err) {
@@ -139,6 +143,8 @@ void RangeSource::Close() {
   closed_ = true;
   idle_.wait(l, [this] { return active_ == 0; });
 }
+
+void PageCache::MarkCompactionThread() { t_compaction_io = true; }
 
 // -- PageFile ---------------------------------------------------------------------
 
@@ -403,6 +409,7 @@ void PageCache::DropLocked(std::unique_lock<std::mutex>& l, std::shared_ptr<Page
     for (uint32_t p = 0; p < f->count_; ++p) {
       PageFile::Page& page = f->pages_[p];
       if (page.state != PageFile::kPresent) continue;
+      ForgetAhead(f.get(), p, /*wasted=*/false);
       page.state = PageFile::kAbsent;
       lru_.erase(page.lru);
       used_ -= std::min(PageCharge(*f, p), used_);
@@ -415,6 +422,7 @@ void PageCache::DropLocked(std::unique_lock<std::mutex>& l, std::shared_ptr<Page
   if (punch_holes_) {
     for (uint32_t p = 0; p < f->count_; ++p) {
       if (f->pages_[p].state == PageFile::kPresent && f->pages_[p].pins.load(std::memory_order_acquire) == 0) {
+        ForgetAhead(f.get(), p, /*wasted=*/false);  // the table is gone: nobody will read it
         MarkEvicting(f.get(), p);
         victims.push_back({f.get(), p, 1, f->fd_});
       }
@@ -471,6 +479,7 @@ uint64_t PageCache::FileCharge(const PageFile& f) const {
 }
 
 void PageCache::MarkEvicting(PageFile* f, uint32_t p) {
+  ForgetAhead(f, p, /*wasted=*/true);
   PageFile::Page& page = f->pages_[p];
   page.state = PageFile::kEvicting;
   lru_.erase(page.lru);
@@ -495,10 +504,16 @@ void PageCache::MarkWholeFileEvicting(PageFile* f) {
 }
 
 bool PageCache::PickVictim(std::vector<Eviction>* victims) {
+  // Pages read ahead and not read yet go last: their readers are on the way.
+  return PickVictimPass(victims, false) || PickVictimPass(victims, true);
+}
+
+bool PageCache::PickVictimPass(std::vector<Eviction>* victims, bool unread_ahead) {
   for (auto it = lru_.begin(); it != lru_.end(); ++it) {
     PageFile* f = it->first;
     uint32_t p = it->second;
     if (f->pages_[p].pins.load(std::memory_order_acquire) != 0) continue;
+    if (f->pages_[p].ahead && !unread_ahead) continue;
     if (punch_holes_) {
       MarkEvicting(f, p);  // erases *it
       victims->push_back({f, p, 1, f->fd_});
@@ -514,15 +529,56 @@ bool PageCache::PickVictim(std::vector<Eviction>* victims) {
 
 void PageCache::ReserveLocked(std::unique_lock<std::mutex>& l, uint64_t bytes) {
   used_ += bytes;
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  const uint64_t floor = FloorBytes();
+  int failures = 0;
+  while (used_ > max_bytes_) {
     std::vector<Eviction> victims;
-    while (used_ - std::min(evicting_, used_) > max_bytes_ && PickVictim(&victims)) {
+    // Pages (present, being fetched or punched) = used_ - whole_: whole files never evict the last
+    // `floor` of them.
+    while (used_ - std::min(evicting_, used_) > max_bytes_ &&
+           used_ - std::min(whole_ + evicting_, used_) > floor && PickVictim(&victims)) {
     }
-    if (victims.empty() || EvictLocked(l, &victims, /*count=*/true)) break;
-    // A punch failed for want of support: try again, truncating whole files.
+    if (!victims.empty()) {
+      // A punch that failed for want of support is tried again, truncating whole files.
+      if (!EvictLocked(l, &victims, /*count=*/true) && ++failures >= 3) break;
+      continue;
+    }
+    // Pages another thread is punching are on disk until its punch returns: wait for it rather than
+    // write beside it (the caller writes as soon as this returns).
+    if (evicting_ == 0) break;  // nothing evictable: pinned pages, the floor, or whole files alone
+    changed_.wait(l);
   }
   // The caller writes only now: the most the directory can hold at this point.
-  stats_.peak_bytes = std::max(stats_.peak_bytes, used_ - std::min(evicting_, used_));
+  stats_.peak_bytes = std::max(stats_.peak_bytes, used_);
+}
+
+uint64_t PageCache::FloorBytes() const {
+  return std::min<uint64_t>(static_cast<uint64_t>(kFloorPages) * page_size_, max_bytes_);
+}
+
+uint64_t PageCache::ReadaheadBudget() const {
+  // Half of what whole files leave for pages (or of the floor, when they leave less): read-ahead
+  // that outgrows the room evicts pages read ahead for other streams before their readers arrive.
+  const uint64_t room = max_bytes_ - std::min(max_bytes_, whole_);
+  return std::max(room, FloorBytes()) / 2;
+}
+
+void PageCache::MarkAhead(PageFile* f, uint32_t first, uint32_t count) {
+  for (uint32_t p = first; p < first + count; ++p) {
+    PageFile::Page& page = f->pages_[p];
+    if (page.ahead) continue;
+    page.ahead = true;
+    unread_ahead_ += PageCharge(*f, p);
+  }
+}
+
+void PageCache::ForgetAhead(PageFile* f, uint32_t p, bool wasted) {
+  PageFile::Page& page = f->pages_[p];
+  if (!page.ahead) return;
+  page.ahead = false;
+  const uint64_t charge = PageCharge(*f, p);
+  unread_ahead_ -= std::min(charge, unread_ahead_);
+  if (wasted) stats_.readahead_wasted_bytes += charge;
 }
 
 bool PageCache::EvictLocked(std::unique_lock<std::mutex>& l, std::vector<Eviction>* victims, bool count) {
@@ -647,6 +703,7 @@ void PageCache::Settle(PageFile* f, uint32_t first, uint32_t count, const Status
         mine[p - pin_first] = 1;
       }
     } else {
+      ForgetAhead(f, p, /*wasted=*/false);
       page.state = PageFile::kAbsent;
       used_ -= std::min(PageCharge(*f, p), used_);
     }
@@ -655,6 +712,10 @@ void PageCache::Settle(PageFile* f, uint32_t first, uint32_t count, const Status
   if (s.ok()) {
     ++stats_.requests[kind];
     stats_.bytes_fetched[kind] += bytes;
+    if (t_compaction_io) {
+      ++stats_.compaction_requests[kind];
+      stats_.compaction_bytes_fetched[kind] += bytes;
+    }
   }
   changed_.notify_all();
 }
@@ -769,6 +830,7 @@ Status PageCache::Read(PageFile* f, const std::shared_ptr<RangeSource>& source, 
         page.pins.fetch_add(1, std::memory_order_relaxed);
         mine[p - p0] = 1;
         lru_.splice(lru_.end(), lru_, page.lru);
+        ForgetAhead(f, p, /*wasted=*/false);  // read ahead, and now read
       } else if (page.state == PageFile::kAbsent && !f->truncating_) {
         if (run_count == 0) {
           run_first = p;
@@ -794,13 +856,20 @@ Status PageCache::Read(PageFile* f, const std::shared_ptr<RangeSource>& source, 
         kind = kFetchTail;
       } else if (run_first + run_count == p1 + 1 && Sequential(*f, offset)) {
         // A scan that caught up with its read-ahead: take the next pages in this request.
+        const uint64_t budget = ReadaheadBudget();
+        uint64_t extra = 0;
         while (run_count < std::min(kReadaheadRunPages, ReadaheadCap()) && run_first + run_count < f->count_ &&
-               f->pages_[run_first + run_count].state == PageFile::kAbsent) {
+               f->pages_[run_first + run_count].state == PageFile::kAbsent &&
+               unread_ahead_ + extra + PageCharge(*f, run_first + run_count) <= budget) {
+          extra += PageCharge(*f, run_first + run_count);
           ++run_count;
         }
       }
       f->tail_seen_ = true;
       Claim(f, run_first, run_count);
+      if (kind == kFetchData && run_first + run_count > p1 + 1) {
+        MarkAhead(f, p1 + 1, run_first + run_count - (p1 + 1));
+      }
       s = FetchRun(l, f, source.get(), name, run_first, run_count, kind, p0, p1, mine);
       if (!s.ok()) break;
       continue;
@@ -850,7 +919,10 @@ const char* PageCache::MapWhole(PageFile* f) {
     for (uint32_t p = 0; p < f->count_; ++p) {
       if (f->pages_[p].pins.load(std::memory_order_acquire) != 0) return nullptr;  // a copy in progress
     }
-    for (uint32_t p = 0; p < f->count_; ++p) lru_.erase(f->pages_[p].lru);
+    for (uint32_t p = 0; p < f->count_; ++p) {
+      lru_.erase(f->pages_[p].lru);
+      ForgetAhead(f, p, /*wasted=*/false);  // read through the mapping from now on
+    }
     mapped_bytes_ += charge;
   }
   ++f->mapped_;
@@ -902,8 +974,15 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
   } else {
     stream->next = offset + n;
     stream->used = clock;
-    if (++stream->run < 2) return;
+    // A scan or a compaction reads a table once: the pages it has read past are the first to go,
+    // before pages other readers (and the other streams' read-ahead) still need.
+    if (stream->run >= 2) Demote(f, stream->first, static_cast<uint32_t>(offset / page_size_));
+    if (++stream->run < 2) {
+      stream->first = static_cast<uint32_t>(offset / page_size_);
+      return;
+    }
   }
+  stream->first = static_cast<uint32_t>(offset / page_size_);
   if (source == nullptr || closed_) return;
   const uint32_t last = static_cast<uint32_t>((offset + n - 1) / page_size_);
   if (stream->window == 0) stream->window = std::min(kReadaheadRunPages, cap);
@@ -921,10 +1000,17 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
            f->pages_[from + count].state == PageFile::kAbsent) {
       ++count;
     }
+    // Within the budget of unread read-ahead: more would only evict pages fetched for other streams.
+    const uint64_t budget = ReadaheadBudget();
+    uint64_t charge = 0;
+    for (uint32_t p = from; p < from + count; ++p) charge += PageCharge(*f, p);
+    while (count > 0 && unread_ahead_ + charge > budget) charge -= PageCharge(*f, from + --count);
+    if (count == 0) break;
     if (!source->Enter()) break;
     Claim(f, from, count);
+    MarkAhead(f, from, count);
     ++f->users_;  // the task keeps the file (and its descriptor) open
-    tasks_.push_back(Task{files_[f->fingerprint_], source, name, from, count});
+    tasks_.push_back(Task{files_[f->fingerprint_], source, name, from, count, t_compaction_io});
     from += count;
     scheduled = true;
   }
@@ -937,6 +1023,14 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
   work_.notify_all();
 }
 
+void PageCache::Demote(PageFile* f, uint32_t first, uint32_t end) {
+  if (f->mapped_ > 0) return;  // its pages are off the LRU list
+  for (uint32_t p = first; p < end && p < f->count_; ++p) {
+    PageFile::Page& page = f->pages_[p];
+    if (page.state == PageFile::kPresent && !page.ahead) lru_.splice(lru_.begin(), lru_, page.lru);
+  }
+}
+
 void PageCache::Worker() {
   std::unique_lock<std::mutex> l(mu_);
   while (true) {
@@ -947,11 +1041,16 @@ void PageCache::Worker() {
     ++busy_workers_;
     PageFile* f = task.file.get();
     if (closed_ || task.source->closing()) {
-      for (uint32_t p = task.first; p < task.first + task.count; ++p) f->pages_[p].state = PageFile::kAbsent;
+      for (uint32_t p = task.first; p < task.first + task.count; ++p) {
+        ForgetAhead(f, p, /*wasted=*/false);
+        f->pages_[p].state = PageFile::kAbsent;
+      }
       f->busy_ -= task.count;
       changed_.notify_all();
     } else {
+      t_compaction_io = task.compaction;
       FetchRun(l, f, task.source.get(), task.name, task.first, task.count, kFetchReadahead, 0, 0, nullptr);
+      t_compaction_io = false;
     }
     ReleaseLocked(f);
     task.file.reset();

@@ -24,11 +24,16 @@
 //       follower's own local tables (ChargeWhole, driven by the Env: see paged_env.h).
 //   Before bytes are written (a fetched page, a whole file's next buffer) room is made by
 //   punching least-recently-used unpinned pages, and the punch completes before the
-//   write: bytes on disk never exceed max_bytes, except by (a) pages pinned by readers
-//   copying them out right now (a few pages per reading thread) and (b) whole files
-//   LevelDB needs at the same time when they alone exceed max_bytes (which a bound of a
-//   few write buffers avoids). Neither max_open_files, the number of tables nor the
-//   database size enters: an open table pins no page, only a read in progress does.
+//   write (pages another thread is punching count until its punch returns, and a writer
+//   waits for it): bytes on disk never exceed max_bytes, except by (a) pages pinned by
+//   readers copying them out right now (a few pages per reading thread), (b) the floor:
+//   whole files never evict the last kFloorPages pages (at most max_bytes), the working
+//   set readers need to use a page before it goes, so when whole files take more than
+//   max_bytes minus the floor the pages exceed the bound by that much at most, and (c)
+//   whole files LevelDB needs at the same time when they alone exceed max_bytes (which a
+//   bound of a few write buffers and tables avoids). Neither max_open_files, the number
+//   of tables nor the database size enters: an open table pins no page, only a read in
+//   progress does.
 //   The writer's new tables start fully present: once uploaded, the file it wrote
 //   becomes its page file (a rename, no copy) and its pages enter the LRU as the newest.
 //
@@ -72,7 +77,11 @@
 //   to kMaxReadaheadPages (and an eighth of the bound at most); a read of a table's first
 //   block starts a stream at once, with a window of kFirstBlockWindowPages. At most
 //   kFetchThreads ranged GETs are in flight for read-ahead across the whole cache; when they are busy, read-ahead is skipped, never
-//   queued without bound. Read-ahead pages are charged like any page.
+//   queued without bound. Read-ahead pages are charged like any page; those no read has
+//   used yet are limited to half of what whole files leave for pages (ReadaheadBudget)
+//   and are evicted last, and the pages a stream has read past are evicted first (a scan
+//   or a compaction reads a table once), so a scan of a database larger than the bound
+//   fetches each page once instead of evicting what it read ahead before it gets there.
 //
 // Restart
 //   At a clean Close(keep=true) the index of present pages (per file: fingerprint, size,
@@ -139,8 +148,13 @@ struct PageCacheStats {
   uint64_t hits = 0;           // reads served without a fetch
   uint64_t misses = 0;         // reads that fetched (or waited for) a page
   uint64_t evictions = 0;      // pages punched out to make room
+  uint64_t readahead_wasted_bytes = 0;  // pages read ahead but evicted before any read used them
   uint64_t requests[kFetchKinds] = {0, 0, 0};
   uint64_t bytes_fetched[kFetchKinds] = {0, 0, 0};
+  // The part of those fetched for LevelDB's compactions (their own reads and the read-ahead they
+  // started): not the cost of the gets and scans that run meanwhile.
+  uint64_t compaction_requests[kFetchKinds] = {0, 0, 0};
+  uint64_t compaction_bytes_fetched[kFetchKinds] = {0, 0, 0};
   uint64_t files = 0;          // page files known
   uint64_t reused_pages = 0;   // pages kept from the previous clean run
   uint64_t tail_estimate = 0;  // bytes a table's first read fetches (for a 2 MiB table)
@@ -163,6 +177,7 @@ class PageFile {
   struct Page {
     State state = kAbsent;
     std::atomic<uint16_t> pins{0};  // readers copying it out: not evictable
+    bool ahead = false;             // fetched ahead of its reader, not read yet (counted in unread_ahead_)
     LruList::iterator lru;
   };
   // A read-ahead stream: where its next read should start.
@@ -172,6 +187,7 @@ class PageFile {
     uint32_t ahead = 0;   // first page not yet scheduled
     uint32_t window = 0;  // pages to keep ahead
     uint64_t used = 0;    // for replacing the older stream
+    uint32_t first = 0;   // first page of its last read: the pages before its next read are done
   };
   // Closes the descriptor (and unmaps the file) once neither the file nor an eviction
   // needs it. Readers copy pinned pages out of the mapping: no system call on a hit.
@@ -215,6 +231,12 @@ class PageCache {
   static constexpr uint32_t kReadaheadRunPages = 16;
   static constexpr uint32_t kMaxReadaheadPages = 32;
   static constexpr uint32_t kFirstBlockWindowPages = 4;  // read-ahead of a table read from its start
+  // Pages that eviction to make room for whole files leaves in place (never more than the bound): when
+  // LevelDB's whole files alone take (nearly) all of the bound, the working set that lets readers use a
+  // page before it goes. A compaction merges up to 12 level-0 tables and one of the next level, an
+  // iterator reads every level-0 table and one table per level: each needs its current page, and fewer
+  // pages than streams read in turn miss on every read (LRU under a cyclic pattern).
+  static constexpr uint32_t kFloorPages = 32;
 
   // Reads and deletes `directory`/INDEX, keeps the files it lists, deletes the rest.
   static leveldb::Status Open(const std::string& directory, uint64_t max_bytes,
@@ -223,6 +245,10 @@ class PageCache {
 
   PageCache(const PageCache&) = delete;
   PageCache& operator=(const PageCache&) = delete;
+
+  // The calling thread runs LevelDB's compactions (the Env's Schedule marks its background thread):
+  // what its reads fetch is counted apart (PageCacheStats::compaction_*).
+  static void MarkCompactionThread();
 
   uint32_t page_size() const { return page_size_; }
   const std::string& directory() const { return directory_; }
@@ -300,6 +326,7 @@ class PageCache {
     std::shared_ptr<RangeSource> source;
     std::string name;
     uint32_t first, count;
+    bool compaction;  // started by a compaction's read
   };
 
   PageCache(std::string directory, uint64_t max_bytes, uint32_t page_size);
@@ -313,10 +340,16 @@ class PageCache {
   void ForgetIfUnused(PageFile* f);
   void DropLocked(std::unique_lock<std::mutex>& l, std::shared_ptr<PageFile> f);
   void Claim(PageFile* f, uint32_t first, uint32_t count);
+  void MarkAhead(PageFile* f, uint32_t first, uint32_t count);  // claimed pages fetched ahead of a reader
+  void ForgetAhead(PageFile* f, uint32_t page, bool wasted);    // its read-ahead went (read, failed, evicted)
+  uint64_t FloorBytes() const;
+  uint64_t ReadaheadBudget() const;  // unread read-ahead bytes allowed at once
   void MarkEvicting(PageFile* f, uint32_t page);
   bool WholeFileEvictable(const PageFile& f) const;
   void MarkWholeFileEvicting(PageFile* f);
   bool PickVictim(std::vector<Eviction>* victims);
+  bool PickVictimPass(std::vector<Eviction>* victims, bool unread_ahead);
+  void Demote(PageFile* f, uint32_t first, uint32_t end);  // pages a stream has read past: evicted first
   // Counts `bytes` as used, then punches LRU pages until the bound holds again (or
   // nothing is evictable). Returns with the punches done.
   void ReserveLocked(std::unique_lock<std::mutex>& l, uint64_t bytes);
@@ -353,7 +386,8 @@ class PageCache {
   std::unordered_map<std::string, std::shared_ptr<PageFile>> files_;  // by fingerprint
   PageFile::LruList lru_;                                               // oldest first
   uint64_t used_ = 0;      // bytes on disk or about to be: pages, reservations, whole files
-  uint64_t evicting_ = 0;  // part of used_ being punched out right now
+  uint64_t evicting_ = 0;  // part of used_ being punched out right now (still on disk until punched)
+  uint64_t unread_ahead_ = 0;  // pages read ahead (or being fetched ahead) that no read has used yet
   uint64_t whole_ = 0;
   uint64_t mapped_bytes_ = 0;  // files served zero-copy: see MapWhole
   uint64_t whole_reserve_ = 0;  // ReserveForWholeFiles, or the most whole_ has been

@@ -94,6 +94,12 @@ class PagedRandomAccessFile final : public leveldb::RandomAccessFile {
   mutable int refused_ = 0;
 };
 
+// What a whole file of `bytes` takes on disk: whole blocks (a file system allocates no less).
+int64_t Charge(uint64_t bytes) {
+  constexpr uint64_t kBlock = 4096;
+  return static_cast<int64_t>((bytes + kBlock - 1) / kBlock * kBlock);
+}
+
 bool EndsWith(const std::string& s, const char* suffix) {
   size_t n = std::char_traits<char>::length(suffix);
   return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
@@ -106,9 +112,9 @@ PagedTables::PagedTables(std::shared_ptr<PageCache> cache, const BackendCallback
 
 PagedTables::~PagedTables() {
   source_->Close();  // waits for this generation's read-ahead
-  uint64_t total = 0;
-  for (auto& entry : whole_) total += entry.second;
-  if (total > 0) cache_->ChargeWhole(-static_cast<int64_t>(total));
+  int64_t total = 0;
+  for (auto& entry : whole_) total += Charge(entry.second);
+  if (total > 0) cache_->ChargeWhole(-total);
 }
 
 bool PagedTables::IsTable(const std::string& name) {
@@ -145,11 +151,14 @@ uint64_t PagedTables::SetWholeLocked(const std::string& name, uint64_t bytes) {
 
 void PagedTables::Growing(const std::string& name, uint64_t bytes) {
   if (bytes == 0) return;
+  int64_t delta;
   {
     std::lock_guard<std::mutex> l(mu_);
-    whole_[name] += bytes;
+    uint64_t& counted = whole_[name];
+    delta = Charge(counted + bytes) - Charge(counted);
+    counted += bytes;
   }
-  cache_->ChargeWhole(static_cast<int64_t>(bytes));  // may punch pages: outside mu_
+  if (delta > 0) cache_->ChargeWhole(delta);  // may punch pages: outside mu_
 }
 
 uint64_t PagedTables::Holding(const std::string& name, uint64_t bytes) {
@@ -160,7 +169,7 @@ uint64_t PagedTables::Holding(const std::string& name, uint64_t bytes) {
     if (bytes <= before) return before;
     SetWholeLocked(name, bytes);
   }
-  cache_->ChargeWhole(static_cast<int64_t>(bytes - before));
+  cache_->ChargeWhole(Charge(bytes) - Charge(before));
   return before;
 }
 
@@ -170,7 +179,7 @@ void PagedTables::Restore(const std::string& name, uint64_t bytes) {
     std::lock_guard<std::mutex> l(mu_);
     before = SetWholeLocked(name, bytes);
   }
-  cache_->ChargeWhole(static_cast<int64_t>(bytes) - static_cast<int64_t>(before));
+  cache_->ChargeWhole(Charge(bytes) - Charge(before));
 }
 
 void PagedTables::Written(const std::string& name, const std::string& local_path) {
@@ -185,11 +194,11 @@ void PagedTables::Written(const std::string& name, const std::string& local_path
     std::lock_guard<std::mutex> l(mu_);
     counted = SetWholeLocked(name, 0);
   }
-  Status s = cache_->AdoptWritten(local_path, fingerprint, object, size, counted);
+  Status s = cache_->AdoptWritten(local_path, fingerprint, object, size, static_cast<uint64_t>(Charge(counted)));
   if (!s.ok()) {
     // The backend has let go of the file and the store has it: read it in pages later.
     ::unlink(local_path.c_str());
-    cache_->ChargeWhole(-static_cast<int64_t>(counted));
+    cache_->ChargeWhole(-Charge(counted));
     return;
   }
   std::lock_guard<std::mutex> l(mu_);
@@ -225,7 +234,7 @@ void PagedTables::Removed(const std::string& name) {
     before = SetWholeLocked(name, 0);
     DropPagedLocked(name);
   }
-  if (before > 0) cache_->ChargeWhole(-static_cast<int64_t>(before));
+  if (before > 0) cache_->ChargeWhole(-Charge(before));
 }
 
 void PagedTables::Renamed(const std::string& src, const std::string& dst) {
@@ -237,7 +246,7 @@ void PagedTables::Renamed(const std::string& src, const std::string& dst) {
     DropPagedLocked(src);
     DropPagedLocked(dst);
   }
-  if (released > 0) cache_->ChargeWhole(-static_cast<int64_t>(released));
+  if (released > 0) cache_->ChargeWhole(-Charge(released));
 }
 
 }  // namespace levels3

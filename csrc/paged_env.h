@@ -6,7 +6,8 @@
 //   the PageCache, misses become ranged GETs through the fetch_range callback. Tables
 //   the backend reads whole (being written, a follower's own local tables) keep the
 //   whole-file path.
-// - Whole files are charged to the PageCache's bound as their bytes reach local disk:
+// - Whole files are charged to the PageCache's bound, in whole 4 KiB blocks as a file
+//   system allocates them, as their bytes reach local disk:
 //   before every write of a WritableFile, and before a whole file is fetched for
 //   reading (its catalog size, corrected to the local size once it is there). Removing
 //   or renaming a file moves or releases its charge; destroying the Env releases all.
@@ -66,7 +67,7 @@ class PagedTables {
   const BackendCallbacks callbacks_;
   std::shared_ptr<RangeSource> source_;
   std::mutex mu_;
-  std::map<std::string, uint64_t> whole_;     // whole files' bytes counted in the bound
+  std::map<std::string, uint64_t> whole_;     // whole files' bytes (their blocks are counted in the bound)
   std::map<std::string, std::string> paged_;  // table name -> fingerprint of its page file
 };
 

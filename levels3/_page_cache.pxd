@@ -22,8 +22,11 @@ cdef extern from "page_cache.h" namespace "levels3" nogil:
         uint64_t hits
         uint64_t misses
         uint64_t evictions
+        uint64_t readahead_wasted_bytes
         uint64_t requests[3]
         uint64_t bytes_fetched[3]
+        uint64_t compaction_requests[3]
+        uint64_t compaction_bytes_fetched[3]
         uint64_t files
         uint64_t reused_pages
         uint64_t tail_estimate

@@ -38,12 +38,17 @@ cdef class NativePageCache:
         return {
             "page_size": s.page_size, "max_bytes": s.max_bytes, "bytes": s.bytes, "peak_bytes": s.peak_bytes,
             "page_bytes": s.page_bytes, "whole_file_bytes": s.whole_file_bytes, "pages": s.pages_present, "mapped_bytes": s.mapped_bytes,
-            "hits": s.hits, "misses": s.misses, "evictions": s.evictions, "files": s.files,
+            "hits": s.hits, "misses": s.misses, "evictions": s.evictions, "readahead_wasted_bytes": s.readahead_wasted_bytes, "files": s.files,
             "reused_pages": s.reused_pages, "tail_estimate": s.tail_estimate, "punch_holes": s.punch_holes,
             "tails_prefetched": s.tails_prefetched,
             "requests": {"tail": s.requests[0], "data": s.requests[1], "readahead": s.requests[2]},
             "bytes_fetched": {"tail": s.bytes_fetched[0], "data": s.bytes_fetched[1],
                               "readahead": s.bytes_fetched[2]},
+            "compaction_requests": {"tail": s.compaction_requests[0], "data": s.compaction_requests[1],
+                                    "readahead": s.compaction_requests[2]},
+            "compaction_bytes_fetched": {"tail": s.compaction_bytes_fetched[0],
+                                         "data": s.compaction_bytes_fetched[1],
+                                         "readahead": s.compaction_bytes_fetched[2]},
         }
 
     def claim_tail(self, str fingerprint, str object_key, uint64_t size):

@@ -396,6 +396,23 @@ def test_bound_holds_with_every_table_open(tmp_path, small_disk):
     assert stats["page_evictions"] > 0
 
 
+def test_the_bound_counts_every_block_the_cache_directory_holds(tmp_path):
+    """What the cache directory holds on disk is what its bound counts (cache_bytes), block for block:
+    a file of 16 bytes (CURRENT) or a WAL's last partial block takes a whole 4 KiB block, and counting
+    whole files by their bytes let the directory pass the bound by up to a block per file."""
+    url, cache_dir = str(tmp_path / "db"), str(tmp_path / "cache")
+    with levels3.DB(url, create_if_missing=True, cache_dir=cache_dir, cache_page_size=PAGE,
+                    max_cache_bytes=1 << 20, write_buffer_size=64 * 1024) as db:
+        for i in range(3000):
+            db.put(key(i), value(i))
+        for i in range(0, 3000, 7):
+            assert db.get(key(i)) == value(i)
+        time.sleep(0.2)  # nothing in flight: a quiet moment, so one walk sees what the cache counts
+        on_disk, stats = disk_bytes(cache_dir), db.stats()
+    assert stats["cache_whole_file_bytes"] % 4096 == 0
+    assert on_disk <= stats["cache_bytes"], (on_disk, stats["cache_bytes"], stats["cache_whole_file_bytes"])
+
+
 def test_evicted_pages_read_back_the_same_bytes(tmp_path):
     url = str(tmp_path / "db")
     fill(url, 30_000)
@@ -484,6 +501,65 @@ def test_a_sequential_scan_reads_ahead_with_bounded_requests_in_flight(tmp_path,
     assert stats["page_bytes_fetched"]["readahead"] > stats["page_bytes_fetched"]["data"]
     # The reader's own miss plus at most four read-ahead requests.
     assert stores[0].max_in_flight <= 5
+
+
+def fill_shuffled(url: str, n: int, **options) -> None:
+    """n keys of 128-byte values written in random order: level-0 tables that overlap, left to compact."""
+    order = list(range(n))
+    random.Random(1).shuffle(order)
+    with levels3.DB(url, create_if_missing=True, compression=None, **options) as db:
+        for i in order:
+            db.put(key(i), value(i, 128))
+
+
+def test_a_scan_of_a_database_four_times_the_bound_fetches_its_tables_about_once(tmp_path):
+    """Keys written in random order leave overlapping level-0 tables: the reopen compacts them while the
+    scan runs, and the compaction's output (a whole file of up to 2 MiB) alone takes the 2 MiB bound. The
+    pages a compaction input or the iterator fetched must still be read before they go: each read of a
+    4 KiB block fetching its 64 KiB page again was 14x the tables' bytes."""
+    url = str(tmp_path / "db")
+    bound, n = 2 * 1024 * 1024, 60_000
+    fill_shuffled(url, n, write_buffer_size=bound // 4)
+    with levels3.DB(url, max_cache_bytes=bound, write_buffer_size=bound // 4) as db:
+        tables = sum(table_sizes(db).values())
+        assert tables > 4 * bound
+        assert sum(1 for _ in db.iterator()) == n
+        stats = db.stats()
+    fetched = sum(stats["page_bytes_fetched"].values())
+    # The scan reads each table once and the compaction its inputs once: twice the tables, with tails.
+    assert fetched <= 3 * tables, (fetched, tables, stats["page_bytes_fetched"])
+    assert stats["page_readahead_wasted_bytes"] <= tables // 4
+
+
+def test_what_compactions_fetch_is_counted_apart_from_reads(tmp_path, no_tail_prefetch):
+    url = str(tmp_path / "db")
+    fill_shuffled(url, 30_000, write_buffer_size=256 * 1024)
+    with levels3.DB(url, cache_page_size=PAGE, cache_dir=str(tmp_path / "cold")) as db:
+        tables = sum(table_sizes(db).values())
+        db.compact_range()  # on LevelDB's background thread, reading every table (overlapping levels)
+        by_compaction = sum(db.stats()["page_bytes_fetched_by_compaction"].values())
+        assert by_compaction >= tables // 2
+        assert by_compaction <= sum(db.stats()["page_bytes_fetched"].values())
+        for i in range(0, 30_000, 101):
+            assert db.get(key(i)) == value(i, 128)
+        assert sum(db.stats()["page_bytes_fetched_by_compaction"].values()) == by_compaction
+        tables = sum(table_sizes(db).values())
+    with levels3.DB(url, read_only=True, cache_page_size=PAGE) as follower:
+        assert [v for _k, v in follower.iterator()] == [value(i, 128) for i in range(30_000)]
+        assert sum(follower.stats()["page_bytes_fetched"].values()) >= tables
+        assert sum(follower.stats()["page_bytes_fetched_by_compaction"].values()) == 0
+
+
+def test_point_gets_do_not_read_ahead(tmp_path, no_tail_prefetch):
+    """A get reads one block: only a table's first block (which scans start with) starts read-ahead."""
+    url = str(tmp_path / "db")
+    fill(url, 40_000)
+    with levels3.DB(url, read_only=True, cache_page_size=PAGE, max_cache_bytes=256 * 1024) as follower:
+        for i in random.Random(5).sample(range(40_000), 500):
+            assert follower.get(key(i)) == value(i)
+        fetched = follower.stats()["page_bytes_fetched"]
+    assert fetched["data"] > 100 * PAGE
+    assert fetched["readahead"] <= fetched["data"] // 10, fetched
 
 
 # -- restart -------------------------------------------------------------------------------------

@@ -199,11 +199,14 @@ class PagedTables:
             "page_hits": s["hits"],
             "page_misses": s["misses"],
             "page_evictions": s["evictions"],
+            "page_readahead_wasted_bytes": s["readahead_wasted_bytes"],
             "pages_cached": s["pages"],
             "cache_mapped_bytes": s["mapped_bytes"],
             "pages_reused": s["reused_pages"],
             "page_requests": dict(s["requests"]),
             "page_bytes_fetched": dict(s["bytes_fetched"]),
+            "page_requests_by_compaction": dict(s["compaction_requests"]),
+            "page_bytes_fetched_by_compaction": dict(s["compaction_bytes_fetched"]),
             "tails_prefetched": s["tails_prefetched"],
         }
 
