@@ -48,8 +48,8 @@ TARGETS = (
     ("follower_open_rtt", "follower open", "RTT", "<=", 5.0),
     ("synced_put_rtt", "synced put, 1 thread", "RTT", "<=", 1.3),
     ("synced_64t_speedup", "synced puts, 64 threads / 1 thread", "x", ">=", 40.0),
-    ("steady_gets_per_get", "random get, steady state: GETs per get (the gets' own)", "", "<=", 1.1),
-    ("steady_kib_per_get", "random get, steady state: KiB per get (the gets' own, not the writer's compactions)", "KiB", "<=", 80.0),
+    ("steady_gets_per_get", "random get, steady state: GETs per get", "", "<=", 1.1),
+    ("steady_kib_per_get", "random get, steady state: KiB per get", "KiB", "<=", 80.0),
     ("scan_time_ratio", "cold full scan / its bytes at the bandwidth", "x", "<=", 2.0),
     ("disk_peak_over_bound", "cache directory peak - (max_cache_bytes + 2 MiB)", "KiB", "<=", 0.0),
 )
@@ -306,7 +306,9 @@ def bigger_than_cache(spec: dict[str, Any], rtt: float, out: dict[str, Any]) -> 
                                         for kind, n in db.stats()["page_bytes_fetched"].items()}}
 
     def random_gets(cache_dir: str) -> None:
-        with levels3.DB(url, cache_dir=cache_dir, **far_small) as db:
+        # A reader: a follower, so that nothing but the gets fetches while they are counted (a writer
+        # would also run the compactions the fill left behind, which are the fill's cost, not the gets').
+        with levels3.DB(url, cache_dir=cache_dir, read_only=True, **far_small) as db:
             out["db_table_bytes"] = table_bytes(db)
             db.get(keys[0])  # the first get: measured by the cold-start workload
             out["cold_random"] = gets(db, spec["cold_gets"])
@@ -314,16 +316,12 @@ def bigger_than_cache(spec: dict[str, Any], rtt: float, out: dict[str, Any]) -> 
             out["steady_random"] = gets(db, spec["steady_gets"])
 
     sampled(random_gets)
-    # Judged on the gets' own requests and bytes: the database is opened as a writer, and the compactions
-    # the fill left behind run meanwhile. Their bytes are the fill's cost, not the gets' (they would be
-    # fetched with no get at all, and per get they shrink as gets run faster); both figures are printed.
     steady = out["steady_random"]
-    out["steady_gets_per_get"] = steady["gets_per_get"] - steady["compaction_gets_per_get"]
-    out["steady_kib_per_get"] = steady["kib_per_get"] - steady["compaction_kib_per_get"]
+    out["steady_gets_per_get"], out["steady_kib_per_get"] = steady["gets_per_get"], steady["kib_per_get"]
     out["db_over_bound"] = out["db_table_bytes"] / bound
 
     def scan(cache_dir: str) -> None:
-        with levels3.DB(url, cache_dir=cache_dir, **far_small) as db:
+        with levels3.DB(url, cache_dir=cache_dir, read_only=True, **far_small) as db:  # a reader, as above
             count, t = timed(lambda: sum(1 for _ in db.iterator()))
             assert count == n, count
             stats = db.stats()

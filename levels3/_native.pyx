@@ -629,6 +629,9 @@ cdef class NativeDB:
         cdef Slice s, e
         cdef Slice* sp = NULL
         cdef Slice* ep = NULL
+        if self.read_only:  # its tables would live in its cache alone (engine/follower.py)
+            raise ReadOnlyError(f"{getattr(self, 'name', None)!r} was opened read_only: a follower does not "
+                                "compact, its writer does")
         if start is not None:
             s = to_slice(start)
             sp = &s

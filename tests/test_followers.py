@@ -65,13 +65,41 @@ def test_writes_on_a_follower_are_refused(db_location):
         with db_location.open(read_only=True) as follower:
             assert follower.get(b"k") == b"v"
             for write in (lambda: follower.put(b"a", b"b"), lambda: follower.delete(b"k"), follower.sync,
-                          lambda: follower.write_batch().write(), lambda: follower.checkpoint("x")):
+                          lambda: follower.write_batch().write(), lambda: follower.checkpoint("x"),
+                          follower.compact_range):
                 with pytest.raises(levels3.ReadOnlyError):
                     write()
+            assert follower.get(b"k") == b"v"
             with pytest.raises(levels3.Error):
                 writer.refresh()
         objects = len(db_location.read_objects(lambda key: True))
     assert objects > 0
+
+
+def _tables(db) -> set[int]:
+    return {int(n) for n in re.findall(rb"(\d+):\d+\[", db.get_property(b"leveldb.sstables"))}
+
+
+def test_a_follower_never_compacts(tmp_path):
+    """Reads that keep missing in one table make LevelDB compact it (a seek compaction). On a
+    follower its output would be tables in the follower's cache alone, outside the cache's bound:
+    the follower refuses to compact, and goes on reading its version."""
+    url = str(tmp_path / "db")
+    with levels3.DB(url, create_if_missing=True, write_buffer_size=64 * 1024) as writer:
+        for i in range(0, 4000, 2):
+            writer.put(b"%06d" % i, b"even")
+        writer.compact_range()  # the even keys in a table of a deeper level
+        for i in range(1, 4000, 2):
+            writer.put(b"%06d" % i, b"odd")
+        writer.sync()
+    with levels3.DB(url, read_only=True) as follower:
+        opened_with = _tables(follower)
+        for _ in range(3):  # each get of an even key misses first in the odd keys' tables
+            for i in range(0, 4000, 8):
+                assert follower.get(b"%06d" % i) == b"even"
+        time.sleep(0.5)  # a compaction LevelDB scheduled has run by now
+        assert _tables(follower) == opened_with
+        assert sum(1 for _ in follower) == 4000
 
 
 def test_follower_reads_its_version_through_a_compaction(tmp_path):

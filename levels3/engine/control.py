@@ -29,7 +29,8 @@ import threading
 from collections import OrderedDict
 from typing import Any, Mapping
 
-from ..errors import CorruptionError, Error, IOError, LeaseLostError, ObjectNotFound, StaleVersionError, StoreError
+from ..errors import (CorruptionError, Error, IOError, LeaseLostError, ObjectNotFound, ReadOnlyError, StaleVersionError,
+                      StoreError)
 from ..lock import LeaseLock
 from ..options import Location, StoreOptions, parse_location
 from ..parallel import POOL_THREADS, run_parallel
@@ -106,10 +107,10 @@ class FailureRegistry:
 
 _NOT_FOUND_PREFIX = re.compile(r"^NotFound: ")
 
-#: Exceptions whose class tells the caller what to do next (stop writing; refresh):
-#: re-raised as such when a callback raised them. Anything else takes the class of
-#: the Status that reported it, chained to what the callback raised.
-_ACTIONABLE = (LeaseLostError, StaleVersionError)
+#: Exceptions whose class tells the caller what to do next (stop writing; refresh; write
+#: elsewhere): re-raised as such when a callback raised them. Anything else takes the
+#: class of the Status that reported it, chained to what the callback raised.
+_ACTIONABLE = (LeaseLostError, StaleVersionError, ReadOnlyError)
 
 
 class EnvControl:

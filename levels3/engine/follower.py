@@ -33,6 +33,7 @@ class FollowerControl(EnvControl):
     """The control path of a read-only follower."""
 
     owns_store = True  # a refresh passes the store on to the next generation
+    _recovered = False  # LevelDB's recovery committed its local version: later tables are compactions
     home: OwnedDirectory  # the follower's one directory, passed on with the store
     generation = 1
 
@@ -137,6 +138,13 @@ class FollowerControl(EnvControl):
     # -- Env callbacks -------------------------------------------------------------
 
     def create(self, name: str) -> str:
+        if kind_of(name) is FileKind.TABLE and self._recovered:
+            # Only a compaction makes a table once recovery is done. A follower's tables would
+            # live in its cache alone, outside the bound (nothing in the store to evict them
+            # to), and the writer compacts the same data: the first compaction fails here, and
+            # LevelDB, holding that as its background error, schedules no other; reads go on.
+            log.debug("%s: a follower does not compact (%s refused)", self.location.url, name)
+            raise ReadOnlyError(f"a read-only follower does not compact (it would write {name})")
         if not kind_of(name).local_only:
             self.catalog.put(FileRecord(name, writing=True, local=True))
         return self.cache.start_write(name)
@@ -149,6 +157,7 @@ class FollowerControl(EnvControl):
             raise ReadOnlyError(f"a read-only follower cannot rename {src} to {dst}")
         self.cache.rename(src, dst)
         self.catalog.put(FileRecord(dst, local=True))
+        self._recovered = True  # DB::Open's recovery ends with this commit (LevelDB's new MANIFEST)
 
     def _object_missing(self, obj: StoredObject) -> None:
         raise StaleVersionError(f"{obj.key} was deleted by the writer: this follower's version is older than "
