@@ -122,12 +122,11 @@ class PagedTables:
     def __init__(self, control: "EnvControl", store: PageStore) -> None:
         self.control = control
         self.store = store
-        # A writer's catalog is loaded already: its tails arrive while LevelDB recovers.
-        # A follower's is loaded after this: its first table open starts the prefetch.
+        # A writer's prefetch starts once LevelDB has opened (WriterControl.finish_open): during
+        # the open its GETs would only compete with recovery's requests, which are all in a row.
+        # A follower's catalog is loaded after this: its first table open starts the prefetch.
         self._prefetching = False
-        if getattr(control, "lease", None) is not None:
-            self.prefetch_tails()
-            self._prefetching = True  # once, at open: later tables are the writer's own
+        self._started_by_open = getattr(control, "lease", None) is not None
 
     def prefetch_tails(self) -> None:
         """Fetch the tails of the catalog's tables in the background, in parallel, newest
@@ -160,7 +159,7 @@ class PagedTables:
         written (and this process uploaded), so the whole-file cache forgets it."""
         if kind_of(name) is not FileKind.TABLE:
             return None
-        if not self._prefetching:
+        if not self._prefetching and not self._started_by_open:
             self.prefetch_tails()  # a follower: its catalog is complete once LevelDB opens tables
         record = self.control.catalog.get(name)
         if record is None or record.writing or record.unsent_tail or record.local or len(record.objects) != 1:

@@ -118,6 +118,8 @@ class WriterControl(EnvControl):
 
     def finish_open(self) -> None:
         super().finish_open()
+        if self.pages is not None:
+            self.pages.prefetch_tails()
         self.retire_inherited_garbage()
 
     def retire_inherited_garbage(self) -> None:
