@@ -1,8 +1,8 @@
 """The round trips of a cold open: requests that need nothing from each other go out together.
 
-Over a far store every request in a row costs a round trip, so a writer reopen sends the LOCK
-PUT with the GET of CURRENT, the fence with the LIST, and the MANIFEST with the WAL; a follower
-sends the MANIFEST with the WAL. Each request here is held for HOLD seconds by a store wrapper,
+Over a far store every request in a row costs a round trip, so a writer reopen sends the fence
+with the LIST, and the MANIFEST with the WAL; a follower sends the MANIFEST with the WAL. (CURRENT
+is read only once the lease is held: see the last test.) Each request here is held for HOLD seconds by a store wrapper,
 so requests sent together overlap and requests sent in a row cannot: the tests check which
 overlapped, never how long anything took.
 """
@@ -13,11 +13,13 @@ import threading
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
+import pytest
+
 import levels3
 from levels3.parallel import POOL_THREADS, run_parallel, submit
 from levels3.stores.base import ObjectInfo, ObjectStore
 
-HOLD = 0.3
+HOLD = 0.5  # long next to a pool thread's start, even on a loaded machine
 
 
 class OverlapStore(ObjectStore):
@@ -112,7 +114,7 @@ def test_a_writer_reopen_sends_independent_requests_together(tmp_path):
         store = holder[0]
         store.holding = False
         assert db.get(b"in-a-table") == b"1" and db.get(b"in-the-log-49") == b"2"
-    assert store.overlapped(("put", "LOCK"), ("get", "CURRENT")), "the LOCK PUT and the read of CURRENT in a row"
+    assert store.find("get", "CURRENT")[0][2] >= store.find("put", "LOCK")[0][3]  # read with the lease held
     assert store.overlapped(("put", "CURRENT"), ("list", "")), "the fence and the LIST in a row"
     assert store.overlapped(("get", "/MANIFEST-"), ("get", ".log/")), "the MANIFEST and the WAL in a row"
     # CURRENT is read once, with its ETag: no HEAD, and LevelDB's own read is answered from the fence's copy.
@@ -145,45 +147,60 @@ def test_a_wal_of_many_segments_is_fetched_several_segments_at_a_time(tmp_path):
     assert any(holder[0].overlapped(("get", segments[0][1]), ("get", s[1])) for s in segments[1:])
 
 
-def test_a_database_created_while_the_opener_waited_for_the_lock_is_fenced_not_recreated(tmp_path):
-    """B reads CURRENT (absent: A is still creating the database) before it waits for A's lock.
-    Once it holds the lock, B must find the database A created, fence it, and open it: not
-    create it again (its commit would be refused as if another writer had fenced it out)."""
-    url = str(tmp_path / "db")
-    b_read_current = threading.Event()
-    a_holder, a_wrap = wrapped(holding=False, before={("put", "CURRENT"): b_read_current})
+@pytest.mark.parametrize("kind", ["local", "mock_aws"])  # on S3 an ETag is a hash of the bytes
+def test_a_writer_that_waited_for_the_lock_claims_an_epoch_above_its_predecessors(location_factory, kind):
+    """A fences (claims an epoch by rewriting CURRENT, with the same bytes) while B waits for A's lock;
+    A's open then fails after uploading a table under its epoch, and A lets the lock go. B must claim
+    an epoch above A's: had B read CURRENT before A's fence, the If-Match on a CURRENT whose bytes (and
+    so, on S3, whose ETag) a fence leaves unchanged could not tell, and B would reuse A's epoch and
+    collide with A's objects."""
+    location = location_factory(kind)
+    with location.open(create_if_missing=True) as db:
+        for i in range(100):
+            db.put(b"before-%03d" % i, b"v", sync=True)
+    b_waits = threading.Event()
+    a_holder: list[OverlapStore] = []
     b_holder, b_wrap = wrapped(holding=False)
-    a_opened = threading.Event()
-    opened: list[Any] = []
+    a_failure: list[BaseException] = []
+
+    class FailingManifest(OverlapStore):
+        def put(self, key: str, data: bytes, **conditions: Any) -> str:
+            if "/MANIFEST-" in key:  # after A's table landed: A's open fails, its lock is released
+                raise levels3.StoreError("injected: A's MANIFEST upload fails", operation="put", key=key)
+            return super().put(key, data, **conditions)
+
+    def wrap_a(store: ObjectStore) -> ObjectStore:
+        made = FailingManifest(store)
+        made.holding, made.before = False, {("put", "CURRENT"): b_waits}
+        a_holder.append(made)
+        return made
 
     def open_a() -> None:
-        with levels3.DB(url, create_if_missing=True, **a_wrap) as a:
-            a_opened.set()
-            a.put(b"from-a", b"1", sync=True)
-            time.sleep(0.5)  # B is waiting for the lock by now
+        try:
+            location.open(wrap_store=wrap_a).close()
+        except levels3.Error as exc:
+            a_failure.append(exc)
 
     writer_a = threading.Thread(target=open_a)
     writer_a.start()
     _wait_for(lambda: a_holder and a_holder[0].find("put", "LOCK"), "A never took the lock")
-
-    def open_b() -> None:
-        opened.append(levels3.DB(url, create_if_missing=True, lock_timeout=30, **b_wrap))
-
-    writer_b = threading.Thread(target=open_b)
+    opened: list[Any] = []
+    writer_b = threading.Thread(target=lambda: opened.append(location.open(lock_timeout=30, **b_wrap)))
     writer_b.start()
-    _wait_for(lambda: b_holder and b_holder[0].find("get", "CURRENT"), "B did not read CURRENT before the lock")
-    b_read_current.set()
+    _wait_for(lambda: b_holder and b_holder[0].find("put", "LOCK"), "B never tried the lock")
+    b_waits.set()  # now A fences
     writer_a.join(30)
     writer_b.join(30)
-    assert a_opened.is_set() and opened, "B did not open"
-    b = opened[0]
-    try:
-        assert b.get(b"from-a") == b"1"
-        b.put(b"from-b", b"2", sync=True)
-    finally:
-        b.close()
-    with levels3.DB(url) as again:
-        assert (again.get(b"from-a"), again.get(b"from-b")) == (b"1", b"2")
+    assert a_failure, "A's open was meant to fail"
+    assert opened, "B did not open"
+    with opened[0] as b:
+        assert b.get(b"before-099") == b"v"
+        b.put(b"from-b", b"1", sync=True)
+    a_epochs = {key.split("/")[0] for _, key, _, _ in a_holder[0].find("put", "/")}
+    b_epochs = {key.split("/")[0] for _, key, _, _ in b_holder[0].find("put", "/")}
+    assert a_epochs and b_epochs and max(a_epochs) < min(b_epochs), (a_epochs, b_epochs)
+    with location.open() as again:
+        assert (again.get(b"before-000"), again.get(b"from-b")) == (b"v", b"1")
 
 
 def _wait_for(condition: Any, failure: str, timeout: float = 20) -> None:
@@ -197,14 +214,22 @@ def test_calls_run_in_parallel_from_a_pool_thread_overlap_and_never_deadlock():
     """The WAL's segments are fetched in parallel from a pool thread (the recovery prefetch runs
     there): nested calls go out together when threads are free, and run on the waiting thread
     when none is (every pool thread nesting at once must not wait for work queued behind it)."""
+    def together() -> bool:
+        both = threading.Barrier(2, timeout=10)  # passed only if the two calls run at once
+
+        def held() -> bool:
+            both.wait()
+            return True
+        return all(run_parallel(held, held))
+
+    assert submit(together).result(timeout=20), "nested calls ran one after the other"
+
     def spans() -> list[tuple[float, float]]:
         def held() -> tuple[float, float]:
             started = time.monotonic()
-            time.sleep(HOLD)
+            time.sleep(0.05)
             return started, time.monotonic()
         return run_parallel(held, held)
 
-    a, b = submit(spans).result(timeout=10)
-    assert a[0] < b[1] and b[0] < a[1], "nested calls ran one after the other"
     everyone = [submit(spans) for _ in range(POOL_THREADS * 2)]
     assert all(len(f.result(timeout=30)) == 2 for f in everyone)

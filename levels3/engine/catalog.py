@@ -88,7 +88,6 @@ class Catalog:
         epochs' objects of the same name (left by a crashed or fenced writer) are
         never read and are only remembered as garbage."""
         catalog = cls()
-        catalog.listed_at = time.monotonic()
         versions: dict[tuple[str, int], FileRecord] = {}
         current_time, newest = None, None
         for info in store.list(""):
@@ -116,6 +115,9 @@ class Catalog:
             catalog._files[name] = record
         if current_time is not None and newest is not None:
             catalog.idle_seconds = max(0.0, current_time - newest)
+        # Once the LIST is done: every LastModified it reports (CURRENT's may be a fence that
+        # landed during the LIST) was then in the past.
+        catalog.listed_at = time.monotonic()
         return catalog
 
     @property

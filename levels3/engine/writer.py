@@ -12,7 +12,6 @@ sizing.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -24,7 +23,7 @@ from ..errors import (Error, IOError, LeaseLostError, ObjectNotFound, Preconditi
                       WriteTooLargeError)
 from ..lock import LeaseLock, database_lease
 from ..options import Location, StoreOptions
-from ..parallel import run_parallel, submit
+from ..parallel import run_parallel
 from ..stores.assembly import ensure_conditional_writes
 from ..stores.base import ObjectStore, PutMode
 from ..stores.counting import CountingStore
@@ -69,25 +68,26 @@ class WriterControl(EnvControl):
              create_if_missing: bool) -> "WriterControl":
         """Take the lease, fence earlier writers and list the store: ready for DB::Open.
 
-        Round trips, in order: the LOCK PUT, with the GET of CURRENT beside it; the fence
-        (a PUT of CURRENT), with the LIST beside it; the MANIFEST and the newest WAL
-        together (prefetch_for_recovery). LevelDB's own read of CURRENT is answered from
-        the fence's copy."""
+        Round trips, in order: the LOCK PUT; the GET of CURRENT (with its ETag and epoch);
+        the fence (a PUT of CURRENT), with the LIST beside it; the MANIFEST and the newest
+        WAL together (prefetch_for_recovery). LevelDB's own read of CURRENT is answered
+        from the fence's copy.
+
+        CURRENT is read only once the lease is held. Read earlier, it could predate the
+        fence of a writer that held the lease meanwhile: a fence rewrites CURRENT's bytes
+        unchanged, and S3's ETag is a hash of the bytes, so the If-Match would not refuse
+        the stale read, and two writers would claim the same epoch."""
         location, opts, store, counters = connect(name, options, overrides, create=create_if_missing)
         cache: LocalCache | None = None
         lease: LeaseLock | None = None
         pages: PageStore | None = None
-        current_read: concurrent.futures.Future[CurrentVersion | None] | None = None
         try:
             ensure_conditional_writes(store, location, opts)
             lease = database_lease(store, opts)
-            # CURRENT may be read before the lease is held: the fence's If-Match refuses a
-            # version that changed after this read.
-            current_read = submit(read_current, store)
             lease.acquire()
             cache = LocalCache(opts.cache_dir, opts.max_cache_bytes)
             control = cls(location, opts, store, counters, cache, lease)
-            fenced = control._fence_and_list(current_read.result())
+            fenced = control._fence_and_list(read_current(store))
             if fenced is None:
                 # A new database: no CURRENT to fence; stay above anything a failed creation left.
                 control.epoch = control.catalog.max_epoch + 1
@@ -105,8 +105,6 @@ class WriterControl(EnvControl):
             log.info("opened %s as writer epoch %d (cache %s)", location.url, control.epoch, cache.directory)
             return control
         except BaseException:
-            if current_read is not None:
-                concurrent.futures.wait([current_read])  # it uses the store closed below
             if pages is not None:
                 pages.close()
             if cache is not None:
@@ -150,11 +148,11 @@ class WriterControl(EnvControl):
         at once; returns CURRENT as fenced (None: a new database).
 
         The LIST starts after ``seen`` was read, so it holds the MANIFEST ``seen`` names
-        (uploaded before it was committed). If the fence had to read CURRENT again (a
-        writer it fenced out committed meanwhile), that LIST may predate the version
-        fenced, and the store is listed again; so it is when CURRENT, absent when read,
-        was created before the lease was ours. Whatever an earlier writer uploads after
-        the LIST was never acknowledged: its lease had ended before ours began."""
+        (uploaded before it was committed), and after the lease was ours, so it holds
+        everything an earlier writer had acknowledged (its lease had ended first). If the
+        fence had to read CURRENT again (a writer it fenced out committed meanwhile), that
+        LIST may predate the version fenced, and the store is listed again; so it is when
+        CURRENT was absent when read but is in the LIST."""
         fence, catalog = run_parallel(lambda: claim_epoch(self.store, self._check_lease, seen),
                                       lambda: Catalog.load(self.store))
         if fence.current is None and catalog.get(CURRENT_NAME) is not None:
