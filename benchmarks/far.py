@@ -457,7 +457,7 @@ def render(doc: dict[str, Any]) -> str:
             lines.append(f"  {label:<32} {g['gets_per_get']:.2f} GETs/get  {g['kib_per_get']:6.1f} KiB/get  "
                          f"{g['rtt_per_get']:.2f} RTT/get  ({g['gets']} gets; KiB/get by kind: " +
                          ", ".join(f"{k} {v:.1f}" for k, v in g["kib_per_get_by_kind"].items()) +
-                         f"; of all that, fetched by the writer's compactions: "
+                         f"; of all that, fetched by compactions: "
                          f"{g.get('compaction_gets_per_get', 0):.2f} GETs/get, {g.get('compaction_kib_per_get', 0):.1f} KiB/get)")
         need = f"{r['scan_bandwidth_s']:.2f} s at the bandwidth" if r["scan_bandwidth_s"] else "no bandwidth limit"
         lines.append(f"  {'cold full scan':<32} {r['scan_s']:.2f} s, {r['scan_bytes'] / MiB:.1f} MiB fetched "

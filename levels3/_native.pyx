@@ -329,19 +329,26 @@ cdef inline double _monotonic() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
-cdef object _get(_Handle h, const ldb.Snapshot* snapshot, Slice key, object default,
-                 bint verify_checksums, bint fill_cache):
-    """DB.get and Snapshot.get: the value under key, or default. The caller has begun
-    a call on ``h``; this ends it."""
+cdef inline Status _lookup(_Handle h, const ldb.Snapshot* snapshot, Slice key, string* value,
+                           bint verify_checksums, bint fill_cache):
+    """One Get without the GIL. The caller has begun a call on ``h``; this ends it."""
     cdef ldb.ReadOptions ro
-    cdef string value
     cdef Status st
     ro.verify_checksums = verify_checksums
     ro.fill_cache = fill_cache
     ro.snapshot = snapshot
     with nogil:
-        st = h.live.db().Get(ro, key, &value)
+        st = h.live.db().Get(ro, key, value)
         h.live.Leave()
+    return st
+
+
+cdef object _get(_Handle h, const ldb.Snapshot* snapshot, Slice key, object default,
+                 bint verify_checksums, bint fill_cache):
+    """DB.get and Snapshot.get: the value under key, or default. The caller has begun
+    a call on ``h``; this ends it."""
+    cdef string value
+    cdef Status st = _lookup(h, snapshot, key, &value, verify_checksums, fill_cache)
     if st.IsNotFound():
         return default
     raise_for_status(st, h.control)
@@ -349,15 +356,10 @@ cdef object _get(_Handle h, const ldb.Snapshot* snapshot, Slice key, object defa
 
 
 cdef bint _has(_Handle h, const ldb.Snapshot* snapshot, Slice key) except -1:
-    """`key in db` and `key in snapshot`: a lookup (plyvel 1.5.1 iterates pairs instead).
-    The caller has begun a call on ``h``; this ends it."""
-    cdef ldb.ReadOptions ro
+    """`key in db` and `key in snapshot`: a lookup (plyvel 1.5.1 iterates pairs instead),
+    with LevelDB's default read options. The caller has begun a call on ``h``; this ends it."""
     cdef string value
-    cdef Status st
-    ro.snapshot = snapshot
-    with nogil:
-        st = h.live.db().Get(ro, key, &value)
-        h.live.Leave()
+    cdef Status st = _lookup(h, snapshot, key, &value, False, True)
     if st.IsNotFound():
         return False
     raise_for_status(st, h.control)

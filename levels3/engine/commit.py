@@ -67,8 +67,11 @@ def claim_epoch(store: ObjectStore, check_lease: Callable[[], None], seen: Curre
     Epochs form a compare-and-swap chain on CURRENT, so each writer's is unique
     and higher than every earlier writer's; and from here on a writer that lost
     its lease can no longer commit (its If-Match on CURRENT fails). ``seen`` is
-    CURRENT as the caller read it (read_current), which may be before it held the
-    lease: a version replaced since fails the If-Match, and CURRENT is read again.
+    CURRENT as the caller read it (read_current) once it held the lease, never
+    before: a fence leaves CURRENT's bytes as they were, and where an ETag is a hash
+    of the bytes (S3) the If-Match cannot refuse a read older than another writer's
+    fence. A version replaced since the read fails the If-Match, and CURRENT is read
+    again.
     Without a CURRENT (a new database) nothing is claimed: epoch 0.
     """
     while True:

@@ -97,7 +97,9 @@ class WriterControl(EnvControl):
             cache.adopt({r.name: r.fingerprint for r in control.catalog.records()})
             if fenced is not None:
                 # LevelDB's recovery starts by reading CURRENT: the fence's copy answers it.
-                cache.keep_bytes(CURRENT_NAME, fenced.body, _current_record(control.epoch, len(fenced.body), fenced.etag).fingerprint)
+                current = control.catalog.get(CURRENT_NAME)
+                assert current is not None  # _fence_and_list recorded the version it fenced
+                cache.keep_bytes(CURRENT_NAME, fenced.body, current.fingerprint)
                 control.prefetch_for_recovery(fenced.body)
             pages = PageStore.in_cache(cache, opts.max_cache_bytes, opts.cache_page_size)
             pages.retain(control.catalog)
@@ -164,7 +166,8 @@ class WriterControl(EnvControl):
         if fence.current is None:
             return None
         self.epoch, self.current_etag = fence.epoch, fence.current.etag
-        self.catalog.put(_current_record(self.epoch, len(fence.current.body), fence.current.etag))  # the LIST may have seen it before the fence
+        # The LIST may have seen CURRENT before the fence replaced it.
+        self.catalog.put(_current_record(self.epoch, len(fence.current.body), fence.current.etag))
         return fence.current
 
     def _time_since_last_upload(self) -> float:

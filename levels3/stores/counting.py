@@ -78,7 +78,9 @@ class CountingStore(ObjectStore):
             self.errors += error
             self.refused += refused
 
-    def _timed(self, kind: str, fn: Callable[[], T], up: int = 0) -> T:
+    def _timed(self, kind: str, fn: Callable[[], T], up: int = 0,
+               body: Callable[[T], Any] = lambda result: result) -> T:
+        """Run one request and record it; ``body`` picks the bytes downloaded out of its result."""
         began = time.monotonic()
         try:
             result = fn()
@@ -88,7 +90,8 @@ class CountingStore(ObjectStore):
         except BaseException:
             self._record(kind, began, up=up, error=True)  # the bytes were sent all the same
             raise
-        self._record(kind, began, up=up, down=len(result) if isinstance(result, (bytes, bytearray)) else 0)
+        data = body(result)
+        self._record(kind, began, up=up, down=len(data) if isinstance(data, (bytes, bytearray)) else 0)
         return result
 
     def snapshot(self) -> dict[str, Any]:
@@ -115,17 +118,7 @@ class CountingStore(ObjectStore):
         return self._timed("get", lambda: self.inner.get(key, start, end))
 
     def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
-        began = time.monotonic()
-        try:
-            data, info = self.inner.get_with_info(key)
-        except (ObjectNotFound, PreconditionFailed):
-            self._record("get", began, refused=True)
-            raise
-        except BaseException:
-            self._record("get", began, error=True)
-            raise
-        self._record("get", began, down=len(data))
-        return data, info
+        return self._timed("get", lambda: self.inner.get_with_info(key), body=lambda result: result[0])
 
     def head(self, key: str) -> ObjectInfo:
         return self._timed("head", lambda: self.inner.head(key))

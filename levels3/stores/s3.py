@@ -274,32 +274,29 @@ class S3Store(ObjectStore):
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
         if start or end is not None:
             kwargs["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        return self._get_object(key, kwargs)[0]
+
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        data, response = self._get_object(key, {"Bucket": self.bucket, "Key": self._full_key(key)})
+        return data, ObjectInfo(key=key, size=len(data), etag=response["ETag"],
+                                metadata=dict(response.get("Metadata") or {}),
+                                last_modified=_timestamp(response.get("LastModified")))
+
+    def _get_object(self, key: str, kwargs: dict[str, Any]) -> tuple[bytes, Mapping[str, Any]]:
+        """One GetObject: its body and its response (empty for a range past the end)."""
         began = time.monotonic()
         try:
             response = self._client.get_object(**kwargs)
             data = response["Body"].read()
         except botocore.exceptions.ClientError as exc:
-            if _client_error_parts(exc)[0] == "InvalidRange":
-                data = b""  # starts past the end: like reading a file past EOF
+            if "Range" in kwargs and _client_error_parts(exc)[0] == "InvalidRange":
+                data, response = b"", {}  # starts past the end: like reading a file past EOF
             else:
                 raise self._error(exc, "get", key) from exc
         except Exception as exc:
             raise self._error(exc, "get", key) from exc
         self._debug("get", key, began, len(data))
-        return data
-
-    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
-        full = self._full_key(key)
-        began = time.monotonic()
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=full)
-            data = response["Body"].read()
-        except Exception as exc:
-            raise self._error(exc, "get", key) from exc
-        self._debug("get", key, began, len(data))
-        return data, ObjectInfo(key=key, size=len(data), etag=response["ETag"],
-                                metadata=dict(response.get("Metadata") or {}),
-                                last_modified=_timestamp(response.get("LastModified")))
+        return data, response
 
     def head(self, key: str) -> ObjectInfo:
         full = self._full_key(key)
