@@ -234,6 +234,24 @@ cdef class _Handle:
         self.filter_policy.reset()
         self.block_cache.reset()
 
+    cdef bint wants_flush(self):
+        try:
+            return self.control.flush_at_close()
+        except BaseException:  # deciding must not stop the close: LevelDB still has to be freed
+            _leveldb_log.exception("deciding whether to flush %s at close failed", self.url)
+            return False
+
+    cdef void flush_memtable(self) noexcept:
+        """Write LevelDB's memtable to a table. LevelDB's one public way is CompactRange, which
+        flushes the memtable and then compacts the tables that overlap the range: given the
+        inverted range [b"\\x00", b""], only a table spanning from the empty key onwards does
+        (bytewise order; the caller skips custom comparators). A failure is LevelDB's
+        background error: the WAL still holds every write, and its tail is uploaded at close."""
+        cdef Slice after_empty = Slice(b"\x00", 1)
+        cdef Slice empty = Slice(b"", 0)
+        with nogil:
+            self.live.db().CompactRange(&after_empty, &empty)
+
     def close(self):
         """Refuse new calls, wait for those in flight (without the GIL), free the iterators,
         snapshots and LevelDB (its WAL and MANIFEST upload their tails), then close the control
@@ -245,6 +263,8 @@ cdef class _Handle:
         self.closing = True
         with nogil:
             self.live.StopCalls()
+        if self.comparator.get() == NULL and self.live.db() != NULL and self.wants_flush():
+            self.flush_memtable()
         self.control.begin_close()
         with nogil:
             self.free()

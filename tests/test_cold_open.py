@@ -19,6 +19,8 @@ import levels3
 from levels3.parallel import POOL_THREADS, run_parallel, submit
 from levels3.stores.base import ObjectInfo, ObjectStore
 
+from .processes import assert_clean_exit, run_python
+
 HOLD = 0.5  # long next to a pool thread's start, even on a loaded machine
 
 
@@ -99,11 +101,17 @@ def wrapped(*, holding: bool = True, before: Mapping[tuple[str, str], threading.
 
 
 def make_database(url: str) -> None:
-    with levels3.DB(url, create_if_missing=True) as db:
+    """A table, and a WAL the next open must replay: its writer ends without closing (a clean
+    close would write the memtable to a table and delete the WAL)."""
+    assert_clean_exit(run_python("""
+        import os, sys, levels3
+        db = levels3.DB(sys.argv[1], create_if_missing=True)
         db.put(b"in-a-table", b"1")
         db.compact_range()
         for i in range(50):
             db.put(b"in-the-log-%02d" % i, b"2", sync=True)
+        os._exit(0)
+    """, url))
 
 
 def test_a_writer_reopen_sends_independent_requests_together(tmp_path):
@@ -150,7 +158,7 @@ def test_a_wal_of_many_segments_is_fetched_several_segments_at_a_time(tmp_path):
 @pytest.mark.parametrize("kind", ["local", "mock_aws"])  # on S3 an ETag is a hash of the bytes
 def test_a_writer_that_waited_for_the_lock_claims_an_epoch_above_its_predecessors(location_factory, kind):
     """A fences (claims an epoch by rewriting CURRENT, with the same bytes) while B waits for A's lock;
-    A's open then fails after uploading a table under its epoch, and A lets the lock go. B must claim
+    A's open then fails after uploading its MANIFEST under its epoch, and A lets the lock go. B must claim
     an epoch above A's: had B read CURRENT before A's fence, the If-Match on a CURRENT whose bytes (and
     so, on S3, whose ETag) a fence leaves unchanged could not tell, and B would reuse A's epoch and
     collide with A's objects."""
@@ -163,14 +171,15 @@ def test_a_writer_that_waited_for_the_lock_claims_an_epoch_above_its_predecessor
     b_holder, b_wrap = wrapped(holding=False)
     a_failure: list[BaseException] = []
 
-    class FailingManifest(OverlapStore):
+    class FailingCommit(OverlapStore):
         def put(self, key: str, data: bytes, **conditions: Any) -> str:
-            if "/MANIFEST-" in key:  # after A's table landed: A's open fails, its lock is released
-                raise levels3.StoreError("injected: A's MANIFEST upload fails", operation="put", key=key)
+            if key == "CURRENT" and self.find("put", "CURRENT"):
+                # A's commit, after its fence and its MANIFEST landed: A's open fails, its lock is released
+                raise levels3.StoreError("injected: A's commit fails", operation="put", key=key)
             return super().put(key, data, **conditions)
 
     def wrap_a(store: ObjectStore) -> ObjectStore:
-        made = FailingManifest(store)
+        made = FailingCommit(store)
         made.holding, made.before = False, {("put", "CURRENT"): b_waits}
         a_holder.append(made)
         return made

@@ -108,8 +108,8 @@ def test_wal_is_never_reuploaded_whole(db_location):
 
 def test_cold_open_reads_few_objects_however_many_syncs(location_factory):
     """The WAL of a writer that synced 4000 times comes back in a few dozen objects while it writes (merged as
-    it goes), and in one after a clean close (sealed). The merge plan is store-independent; the local store
-    keeps 4000 syncs quick."""
+    it goes); after a clean close it is a table (written at close), and no WAL is left to fetch. The merge
+    plan is store-independent; the local store keeps 4000 syncs quick."""
     db_location = location_factory("local")
 
     def cold_open_gets() -> int:
@@ -123,7 +123,64 @@ def test_cold_open_reads_few_objects_however_many_syncs(location_factory):
             db.put(b"key%05d" % i, b"v" * 100, sync=True)
         # CURRENT, the MANIFEST (a segment or two), the WAL: 4000 = 15*256 + 10*16, at most 15 objects a level
         assert cold_open_gets() <= 3 + 3 * 15
-    assert cold_open_gets() == 3  # CURRENT, the MANIFEST and the WAL, one object each
+    assert not [o.key for o in db_location.raw_store().list() if ".log/" in o.key]
+    assert cold_open_gets() == 3  # CURRENT, the MANIFEST and the table (its tail GET holds it whole)
+
+
+def _wal_keys(db_location) -> list[str]:
+    return [o.key for o in db_location.raw_store().list() if ".log/" in o.key]
+
+
+def test_a_clean_close_writes_the_memtable_to_a_table(db_location):
+    """Writes still in the memtable at close become a table then (two PUTs: the table and a MANIFEST
+    segment), and the WAL that held them is deleted: the next open replays no log, so it fetches no WAL
+    and uploads no table before the database can be used."""
+    with db_location.open(create_if_missing=True) as db:
+        for i in range(3000):
+            db.put(b"key%05d" % i, b"v%05d" % i)  # unsynced: only the memtable and the WAL hold them
+        db.put(b"last", b"synced", sync=True)
+    assert _wal_keys(db_location) == []
+    with db_location.open() as db:
+        puts = db.stats()["requests"]["put"]
+        assert db.get(b"key01234") == b"v01234" and db.get(b"last") == b"synced"
+        assert sum(1 for _ in db) == 3001
+        tables = db.get_property(b"leveldb.sstables").decode()
+    # the lease, the fence, LevelDB's new MANIFEST and CURRENT: no table from a replayed log
+    assert puts == 4, puts
+    assert tables.count(".. ") >= 1
+
+
+def test_the_flush_at_close_keeps_the_empty_key(db_location):
+    """The flush is a CompactRange of an inverted range that only a table holding the empty key overlaps:
+    with such a table, LevelDB compacts it as well, and nothing is lost."""
+    with db_location.open(create_if_missing=True) as db:
+        db.put(b"", b"empty")
+        for i in range(500):
+            db.put(b"k%04d" % i, b"x")
+    with db_location.open() as db:
+        db.put(b"", b"empty again")
+        db.put(b"k9999", b"y")
+    with db_location.open() as db:
+        assert db.get(b"") == b"empty again"
+        assert db.get(b"k9999") == b"y" and db.get(b"k0250") == b"x"
+        assert sum(1 for _ in db) == 502
+    assert _wal_keys(db_location) == []
+
+
+def test_a_custom_comparator_closes_without_a_flush_and_seals_its_wal(location_factory):
+    """The inverted range is only empty in bytewise order: with a custom comparator the close leaves the
+    memtable in the WAL, sealed in one object, which the next open replays."""
+    db_location = location_factory("local")
+
+    def reverse(a: bytes, b: bytes) -> int:
+        return (a < b) - (a > b)
+
+    with db_location.open(create_if_missing=True, comparator=reverse, comparator_name=b"reverse") as db:
+        for i in range(300):
+            db.put(b"key%05d" % i, b"v", sync=i % 10 == 0)
+    assert len(_wal_keys(db_location)) == 1
+    with db_location.open(comparator=reverse, comparator_name=b"reverse") as db:
+        assert [k for k, _ in db.iterator()][:2] == [b"key00299", b"key00298"]
 
 
 def test_nothing_outside_the_prefix_is_touched(mocked_aws):

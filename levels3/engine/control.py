@@ -186,6 +186,11 @@ class EnvControl:
         """Called by the bridge for a write heavier than max_write_bytes: raises why."""
         raise Error(f"a write weighing {weight} bytes is above the limit of {self.max_write_bytes} bytes")
 
+    def flush_at_close(self) -> bool:
+        """Whether LevelDB should write its memtable to a table before it is deleted
+        (a writer's WAL holds writes): the next open then replays no log."""
+        return False
+
     def begin_close(self) -> None:
         """LevelDB is about to be deleted: its last WAL tail must now be uploaded."""
         self.closing = True

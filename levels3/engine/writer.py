@@ -197,6 +197,16 @@ class WriterControl(EnvControl):
         self.reaper.reap()
         self.lease.release()
 
+    def flush_at_close(self) -> bool:
+        """A clean close writes the memtable to a table when the WAL being written holds
+        anything: two PUTs now (the table, a MANIFEST segment) instead of, at the next open,
+        fetching the WAL, replaying it and uploading the same table before the database
+        can be used. Not once the lease is lost: nothing could be uploaded."""
+        if not self.lease.valid:
+            return False
+        return any(record.writing and kind_of(record.name) is FileKind.WAL
+                   and (self.cache.written_size(record.name) or 0) > 0 for record in self.catalog.records())
+
     def wal_has_unsent_bytes(self) -> bool:
         """Whether the WAL being written holds bytes the store does not have yet."""
         for record in self.catalog.records():
@@ -255,6 +265,13 @@ class WriterControl(EnvControl):
 
     def _drop_objects(self, record: FileRecord) -> None:
         self._check_lease()
+        if kind_of(record.name) is FileKind.WAL:
+            # Only an open reads a WAL (whole, to replay it), and an open that finds a listed
+            # object gone lists again; kept, a dropped WAL would be fetched for nothing by the
+            # next open, which takes the newest WAL listed to be the live one.
+            with self._wal_lock:
+                self._retire(record.objects, grace=MERGED_SEGMENT_GRACE)
+            return
         dropped_ago = 0.0
         if self._opening and kind_of(record.name) is FileKind.TABLE and record.epoch < self.epoch:
             # Obsolete when this writer opened: an earlier writer dropped it, at the
