@@ -9,6 +9,7 @@ overlapped, never how long anything took.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any, Iterator, Mapping, Sequence
@@ -136,8 +137,35 @@ def test_a_follower_open_fetches_the_manifest_and_the_log_together(tmp_path):
     with levels3.DB(url, read_only=True, **wrap) as follower:
         assert follower.get(b"in-the-log-49") == b"2"
     store = holder[0]
+    assert store.overlapped(("get", "CURRENT"), ("list", "")), "CURRENT and the LIST in a row"
     assert store.overlapped(("get", "/MANIFEST-"), ("get", ".log/"))
     assert len(store.find("get", "CURRENT")) == 1
+
+
+def test_a_follower_whose_list_predates_current_lists_again(tmp_path):
+    """CURRENT is read beside the LIST: when it comes back newer than the LIST (a writer reopened
+    in between, committing a MANIFEST the LIST has not seen), the follower lists again."""
+    url = str(tmp_path / "db")
+    make_database(url)
+    let_current_through = threading.Event()
+    holder, wrap = wrapped(holding=False, before={("get", "CURRENT"): let_current_through})
+    opened: list[Any] = []
+    follower = threading.Thread(target=lambda: opened.append(levels3.DB(url, read_only=True, **wrap)))
+    follower.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not (holder and holder[0].find("list", "")):
+            assert time.monotonic() < deadline, "the follower did not list before reading CURRENT"
+            time.sleep(0.01)
+        with levels3.DB(url) as writer:  # a new MANIFEST, committed after the follower's LIST
+            writer.put(b"after-the-list", b"3", sync=True)
+    finally:
+        let_current_through.set()
+        follower.join(30)
+    (db,) = opened
+    with db:
+        assert db.get(b"after-the-list") == b"3" and db.get(b"in-the-log-49") == b"2"
+    assert len(holder[0].find("list", "")) == 2
 
 
 def test_a_wal_of_many_segments_is_fetched_several_segments_at_a_time(tmp_path):
@@ -242,3 +270,41 @@ def test_calls_run_in_parallel_from_a_pool_thread_overlap_and_never_deadlock():
 
     everyone = [submit(spans) for _ in range(POOL_THREADS * 2)]
     assert all(len(f.result(timeout=30)) == 2 for f in everyone)
+
+
+def test_the_request_pool_starts_all_its_threads_at_its_first_use():
+    """A cold open's tail prefetch submits many requests at once: the pool's threads exist by then,
+    so no submit waits for a new thread to get the GIL behind the ones already parsing responses."""
+    result = assert_clean_exit(run_python("""
+        import threading
+        from levels3.parallel import POOL_THREADS, submit
+        submit(lambda: None).result()
+        print(sum(t.name.startswith("levels3-requests") for t in threading.enumerate()), POOL_THREADS)
+    """))
+    started, pool_threads = result.stdout.split()
+    assert started == pool_threads
+
+
+
+def test_a_cold_open_prefetches_the_tails_of_the_live_tables_only(tmp_path):
+    """Tables compacted away wait out deletion_grace in the store, for followers on older versions:
+    a new follower's tail prefetch reads the MANIFEST's levels and leaves them alone (no get of
+    its version reads them)."""
+    url = str(tmp_path / "db")
+    with levels3.DB(url, create_if_missing=True) as db:
+        for round_ in range(3):
+            for i in range(2000):
+                db.put(b"key%05d" % i, b"%d" % round_ * 50)
+            db.compact_range()  # the round before's tables are dropped, and stay for deletion_grace
+    holder, wrap = wrapped(holding=False)
+    with levels3.DB(url, read_only=True, **wrap) as db:
+        db.get(b"key00001")  # a follower's prefetch starts with its first read
+        store = holder[0]
+        live = {f"{int(n):06d}.ldb" for n in re.findall(r"^ (\d+):", db.get_property(b"leveldb.sstables").decode(),
+                                                           re.MULTILINE)}
+        _wait_for(lambda: store.find("get", ".ldb"), "no table tail was prefetched")
+        time.sleep(1.0)  # the prefetch is done within a few ms here; give a slow machine time to fetch more
+        fetched = {key.rsplit("/", 1)[1] for _, key, _, _ in store.find("get", ".ldb")}
+    stored = {o.key.rsplit("/", 1)[1] for o in store.inner.list() if o.key.endswith(".ldb")}
+    assert stored - live, "the test needs tables the version no longer holds"
+    assert fetched == live, (fetched, live)

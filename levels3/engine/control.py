@@ -15,8 +15,8 @@ catalog and the cache and do store work only where LevelDB syncs or closes a
 file. This module holds what a writer and a follower do alike; WriterControl
 (engine.writer) uploads, fences and deletes, FollowerControl (engine.follower)
 never writes to the store. May call the store interface, the cache, the
-catalog, the layout and (to salvage a damaged log for repair) the log format
-in manifest.
+catalog, the layout and manifest (to salvage a damaged log for repair, and to
+read the levels of the version LevelDB opened).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from .cache import LocalCache, local_error
 from .catalog import Catalog, FileRecord, StoredObject
 from .layout import CURRENT_NAME, FileKind, kind_of
 from .pages import PAGES_DIR, PagedTables
-from .manifest import LOG_BLOCK, unreadable_from
+from .manifest import LOG_BLOCK, ManifestError, parse_manifest, unreadable_from
 
 log = logging.getLogger("levels3.backend")
 
@@ -454,6 +454,25 @@ class EnvControl:
             f.write(data)
         self.cache.finish_write(name, len(data), "")
         self.catalog.put(FileRecord(name, local=True))
+
+    def live_table_levels(self) -> dict[int, int] | None:
+        """The level of every table (by file number) in the version CURRENT names, read
+        from the local CURRENT and MANIFEST; None if they cannot be read or parsed."""
+        try:
+            manifest = self.read_whole(self.read_whole(CURRENT_NAME).decode().strip())
+            state = parse_manifest("MANIFEST", manifest, check_crc=False)
+        except (OSError, Error, ManifestError, UnicodeDecodeError):
+            return None
+        return {number: meta.level for number, meta in state.tables.items()}
+
+    def read_whole(self, name: str) -> bytes:
+        """A file's bytes, as LevelDB would read them (fetched if need be)."""
+        path = self.open_read(name)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        finally:
+            self.release_read(name)
 
     def _current_text(self) -> str:
         with open(self.cache.path(CURRENT_NAME), "rb") as f:

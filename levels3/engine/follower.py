@@ -18,12 +18,12 @@ from typing import Any, Mapping
 
 from ..errors import Error, ObjectNotFound, ReadOnlyError, StaleVersionError
 from ..options import StoreOptions
+from ..parallel import run_parallel
 from .cache import LocalCache, OwnedDirectory
 from .catalog import Catalog, FileRecord, StoredObject
 from .checkpoints import read_checkpoint
 from .control import EnvControl, connect
 from .layout import CURRENT_NAME, FileKind, kind_of
-from .manifest import ManifestError, parse_manifest
 from .pages import PagedTables, PageStore
 
 log = logging.getLogger("levels3.backend")
@@ -66,15 +66,7 @@ class FollowerControl(EnvControl):
                 control.catalog = Catalog.from_checkpoint(data["files"])
                 control._write_local(CURRENT_NAME, data["current"].encode())
             else:
-                # CURRENT before the LIST: the MANIFEST it names was uploaded before it was
-                # committed and is kept for deletion_grace after it is replaced, so the LIST
-                # holds it. Read after the LIST, CURRENT may be a newer commit naming a
-                # MANIFEST the LIST has not seen (a writer reopening meanwhile).
-                try:
-                    current_body = store.get(CURRENT_NAME)
-                except ObjectNotFound:
-                    raise Error(f"{location.url} does not exist (no CURRENT): nothing to follow") from None
-                control.catalog = Catalog.load(store)
+                current_body, control.catalog = control._read_current_and_list()
                 control._write_local(CURRENT_NAME, current_body)
             current = {r.name: r.fingerprint for r in control.catalog.records() if not r.local}
             if previous is not None:
@@ -96,6 +88,24 @@ class FollowerControl(EnvControl):
                 store.close()
             raise
 
+    def _read_current_and_list(self) -> tuple[bytes, Catalog]:
+        """CURRENT and the LIST, at once. A CURRENT read before the LIST names a MANIFEST the
+        LIST holds (uploaded before it was committed, kept for deletion_grace after it is
+        replaced); one read after it may be a newer commit, naming a MANIFEST the LIST had
+        passed (a writer reopening meanwhile): then the store is listed again. A table such
+        a LIST missed fails LevelDB's open, and database.py lists again (listing_missed_tables)."""
+        def current() -> bytes:
+            try:
+                return self.store.get(CURRENT_NAME)
+            except ObjectNotFound:
+                raise Error(f"{self.location.url} does not exist (no CURRENT): nothing to follow") from None
+
+        body, catalog = run_parallel(current, lambda: Catalog.load(self.store))
+        if catalog.get(body.decode("utf-8", "replace").strip()) is None:
+            log.debug("%s: the LIST predates the MANIFEST CURRENT names; listing again", self.location.url)
+            catalog = Catalog.load(self.store)
+        return body, catalog
+
     def close(self) -> None:
         try:
             super().close()
@@ -116,21 +126,11 @@ class FollowerControl(EnvControl):
         sees a gap that is not there."""
         if self.damaged_reads:
             return True
-        try:
-            manifest = self._read_whole(self._read_whole(CURRENT_NAME).decode().strip())
-            state = parse_manifest("MANIFEST", manifest, check_crc=False)
-        except (OSError, Error, ManifestError, UnicodeDecodeError):
+        levels = self.live_table_levels()
+        if levels is None:
             return False
         listed = {name for name in self.catalog.names() if kind_of(name) is FileKind.TABLE}
-        return any(f"{n:06d}.ldb" not in listed and f"{n:06d}.sst" not in listed for n in state.tables)
-
-    def _read_whole(self, name: str) -> bytes:
-        path = self.open_read(name)
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        finally:
-            self.release_read(name)
+        return any(f"{n:06d}.ldb" not in listed and f"{n:06d}.sst" not in listed for n in levels)
 
     def _owns_store(self) -> bool:
         return self.owns_store

@@ -10,9 +10,10 @@ things only:
   object key, size, ETag), so a page file is reused only for that exact content;
 - ``fetch``: the bytes of a miss, one ranged GET.
 
-A cold open also prefetches table tails (footer, index, filter) in parallel, newest
-tables first, up to a share of the bound: LevelDB's first reads open one table per
-level, each of which would otherwise cost a round trip in a row.
+A cold open also prefetches table tails (footer, index, filter) in parallel, in the
+order a get reads tables (level 0 newest first, then level by level, as the MANIFEST
+says), up to a share of the bound: LevelDB's first reads open one table per level,
+each of which would otherwise cost a round trip in a row.
 
 This module also decides where the pages live: inside the writer's cache directory
 (reused after a clean close, discarded after a crash), or in a private temporary
@@ -44,7 +45,8 @@ PAGES_DIR = ".levels3-pages"  # inside a cache directory; LocalCache leaves it a
 
 #: The table tails a cold open prefetches may take this share of max_cache_bytes at most.
 TAIL_PREFETCH_SHARE = 0.25
-#: Ranged GETs of tails in flight at once, per open (botocore keeps 10 connections per client).
+#: Ranged GETs of tails in flight at once, per open (of the shared pool's 16 threads). More than
+#: a few levels' worth only slows the first ones, where the store's CPU is what runs out.
 TAIL_PREFETCH_REQUESTS = 8
 
 
@@ -129,10 +131,10 @@ class PagedTables:
         self._started_by_open = getattr(control, "lease", None) is not None
 
     def prefetch_tails(self) -> None:
-        """Fetch the tails of the catalog's tables in the background, in parallel, newest
-        first, until a share of the bound is claimed. Once per generation; a tail already
-        present costs nothing, and one LevelDB asks for meanwhile is fetched once (its read
-        waits for the prefetch). A prefetch that fails leaves the tail to LevelDB's own read."""
+        """Fetch the tails of the version's tables in the background, in parallel, in the
+        order a get reads them, until a share of the bound is claimed. Once per generation;
+        a tail already present costs nothing, and one LevelDB asks for meanwhile is fetched
+        once (its read waits for the prefetch). A prefetch that fails leaves the tail to LevelDB's own read."""
         if self._prefetching:
             return
         budget = int(self.store.max_bytes * TAIL_PREFETCH_SHARE)
@@ -141,7 +143,14 @@ class PagedTables:
         tables = [r for r in self.control.catalog.records()
                   if kind_of(r.name) is FileKind.TABLE and len(r.objects) == 1
                   and not (r.writing or r.unsent_tail or r.local)]
-        tables.sort(key=lambda r: _file_number(r.name), reverse=True)
+        levels = self.control.live_table_levels()
+        if levels is not None:
+            # In the order a get reads them: level 0 newest first, then level by level. Tables
+            # the version no longer holds (waiting out deletion_grace) are not read at all.
+            tables = [r for r in tables if _file_number(r.name) in levels]
+            tables.sort(key=lambda r: (levels[_file_number(r.name)], -_file_number(r.name)))
+        else:
+            tables.sort(key=lambda r: _file_number(r.name), reverse=True)
         if not tables:
             return
         self._prefetching = True
