@@ -550,6 +550,27 @@ def test_what_compactions_fetch_is_counted_apart_from_reads(tmp_path, no_tail_pr
         assert sum(follower.stats()["page_bytes_fetched_by_compaction"].values()) == 0
 
 
+def test_a_compaction_reads_its_inputs_in_few_large_requests(tmp_path, no_tail_prefetch):
+    """A compaction reads each input front to back, once, whole, and a store charges per request far more
+    than per byte: its read-ahead starts at full window and refills it one large GET at a time. Ramping up
+    from 4 pages in runs of 16, as a scan does, cost 3 to 5 GETs per 1 MiB table, and each GET is
+    a round trip the compaction (and a fill waiting for it) may stall on."""
+    url = str(tmp_path / "db")
+    fill_shuffled(url, 60_000, write_buffer_size=1024 * 1024)
+    stores, wrap = recorded()
+    with levels3.DB(url, cache_dir=str(tmp_path / "cold"), max_cache_bytes=16 * 1024 * 1024, **wrap) as db:
+        tables = sum(table_sizes(db).values())
+        db.compact_range()  # every table is an input, read back from the store (the cache is cold)
+        stats = db.stats()
+        assert [v for _k, v in db.iterator()] == [value(i, 128) for i in range(60_000)]
+    requests = sum(stats["page_requests_by_compaction"].values())
+    fetched = sum(stats["page_bytes_fetched_by_compaction"].values())
+    assert fetched >= tables // 2, (fetched, tables)
+    assert fetched / requests >= 384 * 1024, (requests, fetched, stats["page_requests_by_compaction"])
+    assert stats["page_readahead_wasted_bytes"] <= tables // 8
+    assert len(stores[0].gets) >= requests
+
+
 def test_point_gets_do_not_read_ahead(tmp_path, no_tail_prefetch):
     """A get reads one block: only a table's first block (which scans start with) starts read-ahead."""
     url = str(tmp_path / "db")
