@@ -84,7 +84,8 @@
 //   once, up to kMaxCompactionWindowPages), its first read of an input fetches that window at
 //   once, each refill is one GET of at least half of it (one that the budget cuts shorter waits),
 //   and the pages of its window that are still present (a table this process just wrote) are kept
-//   like read-ahead, so the LRU does not punch each one just before the compaction reaches it. Read-ahead pages are charged like any page; those no read has
+//   like read-ahead, so the LRU does not punch each one just before the compaction reaches it.
+//   Read-ahead pages are charged like any page; those no read has
 //   used yet are limited to half of what whole files leave for pages (ReadaheadBudget)
 //   and are evicted last, and the pages a stream has read past are evicted first (a scan
 //   or a compaction reads a table once), so a scan of a database larger than the bound
