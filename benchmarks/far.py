@@ -1,9 +1,8 @@
 """levels3 on a far S3: ``python -m levels3.bench.far [--quick] [--latency-ms 20] [--bandwidth-mbps 100]``
 (``python -m benchmarks.far`` in a checkout).
 
-A moto S3 server on 127.0.0.1 (a process of its own) sits behind levels3.testing.FaultProxy (in this one),
-which adds a latency to every request and paces every body to a bandwidth per stream. Two workloads run in
-a fresh subprocess:
+A moto S3 server on 127.0.0.1 sits behind levels3.testing.FaultProxy, which adds a latency to every request
+and paces every body to a bandwidth per stream. Two workloads run in a fresh subprocess:
 
 - cold start, in RTT (one RTT = the median time of one raw conditional PUT through the proxy): the writer
   reopen of a database from an empty cache directory, its first get, a follower open, a synced put, and
@@ -34,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from .suite import HERE, PACKAGE, REGION, MotoProcess, fake_aws_env, start_proxy
+from .suite import HERE, PACKAGE, REGION, fake_aws_env, start_moto, start_proxy
 from .workloads import make_keys, make_values
 
 MiB = 1024 * 1024
@@ -499,8 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     fake_aws_env()
     import boto3
 
-    server = MotoProcess()
-    endpoint = server.endpoint
+    server, endpoint = start_moto()
     proxy = start_proxy(endpoint, args.latency_ms, args.bandwidth_mbps)
     try:
         bucket = f"far-{uuid.uuid4().hex[:12]}"

@@ -58,42 +58,6 @@ def start_moto():
     return server, f"http://{host}:{port}"
 
 
-class MotoProcess:
-    """moto's S3 server in a process of its own, on 127.0.0.1: in the benchmark's process it would
-    share one GIL with the latency proxy (far.py), and every request the far S3 serves would wait
-    for the Python of all the others, which no S3 does."""
-
-    _SERVE = (
-        "import logging, sys\n"
-        "logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
-        "from moto.server import ThreadedMotoServer\n"
-        "server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\n"
-        "server.start()\n"
-        "host, port = server.get_host_and_port()\n"
-        "print(f'http://{host}:{port}', flush=True)\n"
-        "sys.stdin.read()  # until the parent closes it (or exits)\n"
-        "server.stop()\n"
-    )
-
-    def __init__(self) -> None:
-        self._proc = subprocess.Popen([sys.executable, "-c", self._SERVE], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True)
-        assert self._proc.stdout is not None
-        self.endpoint = self._proc.stdout.readline().strip()
-        if not self.endpoint.startswith("http://"):
-            self.stop()
-            raise RuntimeError("the moto server process did not start")
-
-    def stop(self) -> None:
-        if self._proc.stdin is not None and not self._proc.stdin.closed:
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
-
 def missing_engine(engine: str) -> str | None:
     """Why an engine's columns cannot run here (not installed, or does not import), or None."""
     module = {"plyvel": "plyvel", "slatedb": "slatedb.uniffi"}.get(engine)
