@@ -32,23 +32,7 @@ def _shared_pool() -> concurrent.futures.ThreadPoolExecutor:
         if _pool is None:
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=POOL_THREADS,
                                                           thread_name_prefix=_THREAD_PREFIX)
-            _start_every_thread(_pool)
         return _pool
-
-
-def _start_every_thread(pool: concurrent.futures.ThreadPoolExecutor) -> None:
-    """Start the pool's threads now, while this process is quiet (a few ms). The executor
-    would start them one per submit when none is idle, and each start waits for its new
-    thread to take the GIL: behind threads already parsing responses, 16 starts took 200 ms
-    (a cold open's table-tail prefetch). Every task here waits until all have begun, so no
-    thread is idle at any submit and each one starts a thread."""
-    all_started = threading.Barrier(POOL_THREADS + 1)
-    for _ in range(POOL_THREADS):
-        pool.submit(all_started.wait, 10)
-    try:
-        all_started.wait(10)
-    except threading.BrokenBarrierError:  # pragma: no cover - a machine too loaded: threads start later
-        pass
 
 
 def _forget_pool_in_child() -> None:

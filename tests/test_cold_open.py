@@ -272,20 +272,6 @@ def test_calls_run_in_parallel_from_a_pool_thread_overlap_and_never_deadlock():
     assert all(len(f.result(timeout=30)) == 2 for f in everyone)
 
 
-def test_the_request_pool_starts_all_its_threads_at_its_first_use():
-    """A cold open's tail prefetch submits many requests at once: the pool's threads exist by then,
-    so no submit waits for a new thread to get the GIL behind the ones already parsing responses."""
-    result = assert_clean_exit(run_python("""
-        import threading
-        from levels3.parallel import POOL_THREADS, submit
-        submit(lambda: None).result()
-        print(sum(t.name.startswith("levels3-requests") for t in threading.enumerate()), POOL_THREADS)
-    """))
-    started, pool_threads = result.stdout.split()
-    assert started == pool_threads
-
-
-
 def test_a_cold_open_prefetches_the_tails_of_the_live_tables_only(tmp_path):
     """Tables compacted away wait out deletion_grace in the store, for followers on older versions:
     a new follower's tail prefetch reads the MANIFEST's levels and leaves them alone (no get of

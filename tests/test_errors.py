@@ -14,6 +14,7 @@ import levels3
 from levels3.stores import FaultInjectingStore
 
 from .conftest import REGION
+from .processes import assert_clean_exit, run_python
 
 
 @pytest.mark.parametrize("name", ["ftp://host/db", "s3://", "s3://ab/db", "s3://bucket/a//b", "file://host/db", ""])
@@ -172,9 +173,14 @@ def test_a_log_that_cannot_be_fetched_fails_the_open_and_loses_nothing(tmp_path)
             return super().get(key, start, end)
 
     url = str(tmp_path / "db")
-    with levels3.DB(url, create_if_missing=True) as db:
+    # A writer that ends without closing (a clean close would write the memtable to a table).
+    assert_clean_exit(run_python("""
+        import os, sys, levels3
+        db = levels3.DB(sys.argv[1], create_if_missing=True)
         for i in range(20):
             db.put(b"k%02d" % i, b"v", sync=True)  # in the WAL only: no table yet
+        os._exit(0)
+    """, url))
     broken = {"wrap_store": lambda s: LogsUnreadable(s, rate=0.0), "cache_dir": None}
     with pytest.raises(levels3.IOError, match="write-ahead log"):
         levels3.DB(url, read_only=True, **broken)

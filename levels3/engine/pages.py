@@ -244,8 +244,16 @@ class _TailPrefetch:
                 return
             self._running = TAIL_PREFETCH_REQUESTS
             self._done.clear()
-        for _ in range(TAIL_PREFETCH_REQUESTS):
+        submit(self._launch)
+
+    def _launch(self) -> None:
+        # The workers are submitted from a pool thread, not the opening one: the pool starts its
+        # threads as they are needed, and each start waits for the GIL behind the workers already
+        # parsing responses (with 16 workers, 200 ms of the open). Started one after another,
+        # they also reach the store one after another, the first tails (level 0) first.
+        for _ in range(TAIL_PREFETCH_REQUESTS - 1):
             submit(self._run)
+        self._run()
 
     def _next(self) -> tuple[str, Any] | None:
         """The next tail to fetch, claimed in the page cache; None when done."""
