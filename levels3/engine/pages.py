@@ -134,7 +134,8 @@ class PagedTables:
         """Fetch the tails of the version's tables in the background, in parallel, in the
         order a get reads them, until a share of the bound is claimed. Once per generation;
         a tail already present costs nothing, and one LevelDB asks for meanwhile is fetched
-        once (its read waits for the prefetch). A prefetch that fails leaves the tail to LevelDB's own read."""
+        once (its read waits for the prefetch). A prefetch that fails leaves the tail to
+        LevelDB's own read."""
         if self._prefetching:
             return
         budget = int(self.store.max_bytes * TAIL_PREFETCH_SHARE)
