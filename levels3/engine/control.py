@@ -41,7 +41,7 @@ from .cache import LocalCache, local_error
 from .catalog import Catalog, FileRecord, StoredObject
 from .layout import CURRENT_NAME, FileKind, kind_of
 from .pages import PAGES_DIR, PagedTables
-from .manifest import LOG_BLOCK, ManifestError, parse_manifest, unreadable_from
+from .manifest import LOG_BLOCK, ManifestError, file_number, parse_manifest, unreadable_from
 
 log = logging.getLogger("levels3.backend")
 
@@ -369,7 +369,7 @@ class EnvControl:
 
     def _newest_log(self) -> str | None:
         logs = [name for name in self.catalog.names() if kind_of(name) is FileKind.WAL]
-        return max(logs, key=lambda name: int(name.split(".")[0]), default=None)
+        return max(logs, key=lambda name: file_number(name) or 0, default=None)
 
     def _copy_object_to(self, path: str, obj: StoredObject) -> None:
         with open(path, "r+b") as f:

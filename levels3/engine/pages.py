@@ -18,7 +18,8 @@ each of which would otherwise cost a round trip in a row.
 This module also decides where the pages live: inside the writer's cache directory
 (reused after a clean close, discarded after a crash), or in a private temporary
 directory that a follower's generations share. May call the native page cache,
-the layout, and (through the control path) its catalog, cache and store.
+the layout, manifest's file_number, and (through the control path) its catalog,
+cache and store.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CorruptionError, Error, IOError, ObjectNotFound
 from ..parallel import submit
 from .layout import FileKind, kind_of
+from .manifest import file_number
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cache import LocalCache
@@ -141,17 +143,18 @@ class PagedTables:
         budget = int(self.store.max_bytes * TAIL_PREFETCH_SHARE)
         if budget <= 0:
             return
-        tables = [r for r in self.control.catalog.records()
-                  if kind_of(r.name) is FileKind.TABLE and len(r.objects) == 1
-                  and not (r.writing or r.unsent_tail or r.local)]
+        numbered = [(file_number(r.name) or 0, r) for r in self.control.catalog.records()
+                    if kind_of(r.name) is FileKind.TABLE and len(r.objects) == 1
+                    and not (r.writing or r.unsent_tail or r.local)]
         levels = self.control.live_table_levels()
         if levels is not None:
             # In the order a get reads them: level 0 newest first, then level by level. Tables
             # the version no longer holds (waiting out deletion_grace) are not read at all.
-            tables = [r for r in tables if _file_number(r.name) in levels]
-            tables.sort(key=lambda r: (levels[_file_number(r.name)], -_file_number(r.name)))
+            numbered = [(n, r) for n, r in numbered if n in levels]
+            numbered.sort(key=lambda item: (levels[item[0]], -item[0]))
         else:
-            tables.sort(key=lambda r: _file_number(r.name), reverse=True)
+            numbered.sort(key=lambda item: item[0], reverse=True)
+        tables = [r for _, r in numbered]
         if not tables:
             return
         self._prefetching = True
@@ -218,12 +221,6 @@ class PagedTables:
             "page_bytes_fetched_by_compaction": dict(s["compaction_bytes_fetched"]),
             "tails_prefetched": s["tails_prefetched"],
         }
-
-
-def _file_number(name: str) -> int:
-    """LevelDB's file number of a table name (000123.ldb: 123); newer tables have higher ones."""
-    stem = name.split(".", 1)[0]
-    return int(stem) if stem.isdigit() else -1
 
 
 class _TailPrefetch:

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from ..errors import (Error, IOError, LeaseLostError, ObjectNotFound, PreconditionFailed, StoreError,
                       WriteTooLargeError)
@@ -204,17 +204,19 @@ class WriterControl(EnvControl):
         can be used. Not once the lease is lost: nothing could be uploaded."""
         if not self.lease.valid:
             return False
-        return any(record.writing and kind_of(record.name) is FileKind.WAL
-                   and (self.cache.written_size(record.name) or 0) > 0 for record in self.catalog.records())
+        return any(size > 0 for _, size in self._wal_being_written())
 
     def wal_has_unsent_bytes(self) -> bool:
         """Whether the WAL being written holds bytes the store does not have yet."""
+        return any(size > record.size for record, size in self._wal_being_written())
+
+    def _wal_being_written(self) -> Iterator[tuple[FileRecord, int]]:
+        """The WAL LevelDB is appending to, with its local size."""
         for record in self.catalog.records():
             if record.writing and kind_of(record.name) is FileKind.WAL:
                 size = self.cache.written_size(record.name)
-                if size is not None and size > record.size:
-                    return True
-        return False
+                if size is not None:
+                    yield record, size
 
     # -- Env callbacks -------------------------------------------------------------
 
