@@ -145,6 +145,7 @@ void RangeSource::Close() {
 }
 
 void PageCache::MarkCompactionThread() { t_compaction_io = true; }
+bool PageCache::OnCompactionThread() { return t_compaction_io; }
 
 // -- PageFile ---------------------------------------------------------------------
 
@@ -854,13 +855,11 @@ Status PageCache::Read(PageFile* f, const std::shared_ptr<RangeSource>& source, 
           ++run_count;
         }
         kind = kFetchTail;
-      } else if (run_first + run_count == p1 + 1 && (Sequential(*f, offset) || (t_compaction_io && offset == 0))) {
-        // A scan that caught up with its read-ahead, or a compaction starting an input table: take the
-        // next pages in this request.
+      } else if (run_first + run_count == p1 + 1 && Sequential(*f, offset)) {
+        // A scan that caught up with its read-ahead: take the next pages in this request.
         const uint64_t budget = ReadaheadBudget();
-        const uint32_t want = t_compaction_io ? CompactionWindow() : std::min(kReadaheadRunPages, ReadaheadCap());
         uint64_t extra = 0;
-        while (run_count < want && run_first + run_count < f->count_ &&
+        while (run_count < std::min(kReadaheadRunPages, ReadaheadCap()) && run_first + run_count < f->count_ &&
                f->pages_[run_first + run_count].state == PageFile::kAbsent &&
                unread_ahead_ + extra + PageCharge(*f, run_first + run_count) <= budget) {
           extra += PageCharge(*f, run_first + run_count);
@@ -910,6 +909,55 @@ Status PageCache::Read(PageFile* f, const std::shared_ptr<RangeSource>& source, 
   return s;
 }
 
+bool PageCache::ReadIfPresent(PageFile* f, uint64_t offset, size_t n, char* scratch, size_t* got) {
+  *got = 0;
+  if (offset >= f->size_ || n == 0) return true;
+  n = static_cast<size_t>(std::min<uint64_t>(n, f->size_ - offset));
+  const uint32_t p0 = static_cast<uint32_t>(offset / page_size_);
+  const uint32_t p1 = static_cast<uint32_t>((offset + n - 1) / page_size_);
+  std::unique_lock<std::mutex> l(mu_);
+  if (closed_) return false;
+  std::shared_ptr<PageFile::Fd> fd = f->fd_;
+  if (f->mapped_ > 0 && fd->map != nullptr) {
+    l.unlock();
+    std::memcpy(scratch, fd->map + offset, n);  // mapped: nothing of it can go
+    *got = n;
+    return true;
+  }
+  for (uint32_t p = p0; p <= p1; ++p) {
+    if (f->pages_[p].state != PageFile::kPresent) return false;
+  }
+  for (uint32_t p = p0; p <= p1; ++p) {
+    PageFile::Page& page = f->pages_[p];
+    page.pins.fetch_add(1, std::memory_order_relaxed);
+    ForgetAhead(f, p, /*wasted=*/false);
+    lru_.splice(lru_.begin(), lru_, page.lru);
+  }
+  l.unlock();
+  Status s;
+  if (fd->map != nullptr) {
+    std::memcpy(scratch, fd->map + offset, n);
+    *got = n;
+  } else {
+    s = ReadAll(fd->fd, scratch, n, offset, f->path_, got);
+  }
+  for (uint32_t p = p0; p <= p1; ++p) f->pages_[p].pins.fetch_sub(1, std::memory_order_release);
+  return s.ok() && *got == n;
+}
+
+void PageCache::CountCompactionRead(bool missed) {
+  std::lock_guard<std::mutex> l(mu_);
+  ++(missed ? stats_.misses : stats_.hits);
+}
+
+void PageCache::CountCompactionFetch(uint64_t bytes) {
+  std::lock_guard<std::mutex> l(mu_);
+  ++stats_.requests[kFetchReadahead];
+  stats_.bytes_fetched[kFetchReadahead] += bytes;
+  ++stats_.compaction_requests[kFetchReadahead];
+  stats_.compaction_bytes_fetched[kFetchReadahead] += bytes;
+}
+
 const char* PageCache::MapWhole(PageFile* f) {
   std::lock_guard<std::mutex> l(mu_);
   if (closed_ || f->fd_ == nullptr || f->fd_->map == nullptr) return nullptr;
@@ -947,25 +995,6 @@ uint32_t PageCache::ReadaheadCap() const {
   return static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(pages, kMaxReadaheadPages)));
 }
 
-void PageCache::NoteCompactionRead(const PageFile* f) {
-  const PageFile*& slot = compaction_reads_[compaction_read_next_];
-  compaction_read_next_ = (compaction_read_next_ + 1) % kCompactionReadsSeen;
-  if (slot == f) return;
-  if (slot != nullptr) {
-    auto it = compaction_inputs_.find(slot);
-    if (it != compaction_inputs_.end() && --it->second == 0) compaction_inputs_.erase(it);
-  }
-  slot = f;
-  ++compaction_inputs_[f];
-}
-
-uint32_t PageCache::CompactionWindow() const {
-  const uint64_t inputs = std::max<uint64_t>(kMinCompactionInputs, compaction_inputs_.size());
-  const uint64_t share = ReadaheadBudget() / inputs / page_size_;
-  const uint64_t least = std::min(kFirstBlockWindowPages, ReadaheadCap());
-  return static_cast<uint32_t>(std::max<uint64_t>(least, std::min<uint64_t>(share, kMaxCompactionWindowPages)));
-}
-
 bool PageCache::Sequential(const PageFile& f, uint64_t offset) const {
   for (const auto& stream : f.streams_) {
     if (stream.next == offset && stream.run >= 2) return true;
@@ -976,7 +1005,6 @@ bool PageCache::Sequential(const PageFile& f, uint64_t offset) const {
 void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& source, const std::string& name,
                                uint64_t offset, size_t n) {
   const uint64_t clock = ++stream_clock_;
-  if (t_compaction_io) NoteCompactionRead(f);
   PageFile::Stream* stream = nullptr;
   for (auto& candidate : f->streams_) {
     if (candidate.next == offset) stream = &candidate;
@@ -987,17 +1015,15 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
     *stream = PageFile::Stream();
     stream->next = offset + n;
     stream->used = clock;
-    stream->compaction = t_compaction_io;
     // A table read from its first block is a scan or a compaction input far more often than a
     // get: start reading ahead at once, with a small window (a get that reads block 0 wastes
     // little), instead of after two more reads, each a round trip at every table a scan enters.
     if (offset != 0) return;
     stream->run = 2;
-    stream->window = stream->compaction ? CompactionWindow() : std::min(kFirstBlockWindowPages, cap);
+    stream->window = std::min(kFirstBlockWindowPages, cap);
   } else {
     stream->next = offset + n;
     stream->used = clock;
-    stream->compaction = t_compaction_io;
     // A scan or a compaction reads a table once: the pages it has read past are the first to go,
     // before pages other readers (and the other streams' read-ahead) still need.
     if (stream->run >= 2) Demote(f, stream->first, static_cast<uint32_t>(offset / page_size_));
@@ -1009,41 +1035,27 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
   stream->first = static_cast<uint32_t>(offset / page_size_);
   if (source == nullptr || closed_) return;
   const uint32_t last = static_cast<uint32_t>((offset + n - 1) / page_size_);
-  // A compaction's input: the whole window at once, refilled in one GET when a quarter is left.
-  const uint32_t window_cap = stream->compaction ? CompactionWindow() : cap;
-  const uint32_t run_cap = stream->compaction ? window_cap : std::min(kReadaheadRunPages, cap);
-  if (stream->window == 0 || stream->compaction) stream->window = stream->compaction ? window_cap : run_cap;
+  if (stream->window == 0) stream->window = std::min(kReadaheadRunPages, cap);
   uint32_t from = std::max(stream->ahead, last + 1);
-  if (from > last + 1 + stream->window / (stream->compaction ? 4 : 2)) return;  // far enough ahead already
+  if (from > last + 1 + stream->window / 2) return;  // far enough ahead already
   const uint32_t to = std::min(f->count_, last + 1 + stream->window);
   bool scheduled = false;
   while (from < to && static_cast<int>(tasks_.size()) + busy_workers_ < kFetchThreads) {
     if (f->pages_[from].state != PageFile::kAbsent || f->truncating_) {
-      if (stream->compaction && f->pages_[from].state == PageFile::kPresent && f->mapped_ == 0 &&
-          !f->pages_[from].ahead && unread_ahead_ + PageCharge(*f, from) <= ReadaheadBudget()) {
-        // Still present (a table this process wrote, say) and about to be read: kept like read-ahead,
-        // or the LRU, which holds the oldest pages of that very table first, evicts each page just
-        // before the compaction reaches it, and every one is fetched alone.
-        MarkAhead(f, from, 1);
-        lru_.splice(lru_.end(), lru_, f->pages_[from].lru);
-      }
       ++from;
       continue;
     }
     uint32_t count = 1;
-    while (from + count < to && count < run_cap &&
+    while (from + count < to && count < std::min(kReadaheadRunPages, cap) &&
            f->pages_[from + count].state == PageFile::kAbsent) {
       ++count;
     }
-    const uint32_t wanted = count;
     // Within the budget of unread read-ahead: more would only evict pages fetched for other streams.
     const uint64_t budget = ReadaheadBudget();
     uint64_t charge = 0;
     for (uint32_t p = from; p < from + count; ++p) charge += PageCharge(*f, p);
     while (count > 0 && unread_ahead_ + charge > budget) charge -= PageCharge(*f, from + --count);
     if (count == 0) break;
-    // A compaction's refill waits for room for half its window rather than fetch a page at a time.
-    if (stream->compaction && count < wanted && count < run_cap / 2) break;
     if (!source->Enter()) break;
     Claim(f, from, count);
     MarkAhead(f, from, count);
@@ -1054,7 +1066,7 @@ void PageCache::MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& 
   }
   stream->ahead = from;
   if (!scheduled) return;
-  stream->window = std::min(stream->window * 2, window_cap);
+  stream->window = std::min(stream->window * 2, cap);
   if (workers_.empty()) {
     for (int i = 0; i < kFetchThreads; ++i) workers_.emplace_back([this] { Worker(); });
   }

@@ -70,26 +70,20 @@
 //   read misses the pages before the tail, one run, one GET).
 //
 // Read-ahead
-//   Each file tracks two sequential streams (a compaction input and an iterator may
-//   read one table at once). A read that starts where a stream's last read ended
+//   Each file tracks two sequential streams (two iterators may read one table at once).
+//   A read that starts where a stream's last read ended
 //   extends it; from the third such read on, the pages after it are fetched in the
 //   background, in runs of up to kReadaheadRunPages pages, with a window that doubles up
 //   to kMaxReadaheadPages (and an eighth of the bound at most); a read of a table's first
 //   block starts a stream at once, with a window of kFirstBlockWindowPages. At most
 //   kFetchThreads ranged GETs are in flight for read-ahead across the whole cache; when they are busy, read-ahead is skipped, never
-//   queued without bound.
-//   A compaction (reads on LevelDB's background thread) reads each input front to back, once,
-//   whole, and a store charges per request far more than per byte: its streams start at full
-//   window (CompactionWindow: an equal share of ReadaheadBudget among the inputs it reads at
-//   once, up to kMaxCompactionWindowPages), its first read of an input fetches that window at
-//   once, each refill is one GET of at least half of it (one that the budget cuts shorter waits),
-//   and the pages of its window that are still present (a table this process just wrote) are kept
-//   like read-ahead, so the LRU does not punch each one just before the compaction reaches it.
-//   Read-ahead pages are charged like any page; those no read has
+//   queued without bound. Read-ahead pages are charged like any page; those no read has
 //   used yet are limited to half of what whole files leave for pages (ReadaheadBudget)
 //   and are evicted last, and the pages a stream has read past are evicted first (a scan
-//   or a compaction reads a table once), so a scan of a database larger than the bound
-//   fetches each page once instead of evicting what it read ahead before it gets there.
+//   reads a table once), so a scan of a database larger than the bound fetches each page
+//   once instead of evicting what it read ahead before it gets there.
+//   A compaction's reads of its inputs do not come here (they fetch into memory, in large
+//   chunks: compaction_reader.h) except for pages still present and Table::Open's reads.
 //
 // Restart
 //   At a clean Close(keep=true) the index of present pages (per file: fingerprint, size,
@@ -196,7 +190,6 @@ class PageFile {
     uint32_t window = 0;  // pages to keep ahead
     uint64_t used = 0;    // for replacing the older stream
     uint32_t first = 0;   // first page of its last read: the pages before its next read are done
-    bool compaction = false;  // its last read came from a compaction (CompactionWindow, one GET per refill)
   };
   // Closes the descriptor (and unmaps the file) once neither the file nor an eviction
   // needs it. Readers copy pinned pages out of the mapping: no system call on a hit.
@@ -240,14 +233,6 @@ class PageCache {
   static constexpr uint32_t kReadaheadRunPages = 16;
   static constexpr uint32_t kMaxReadaheadPages = 32;
   static constexpr uint32_t kFirstBlockWindowPages = 4;  // read-ahead of a table read from its start
-  // A compaction reads each input table front to back, once, all of it: its read-ahead starts at full
-  // window and refills it in one GET of at least half of it (a store charges per request far more than
-  // per byte), up to this many pages, and an equal share of ReadaheadBudget among the inputs it reads at
-  // once (a level-0 compaction merges every level-0 table with the next level's, one at a time): those
-  // are the distinct files among its last kCompactionReadsSeen reads.
-  static constexpr uint32_t kMaxCompactionWindowPages = 64;
-  static constexpr uint32_t kCompactionReadsSeen = 64;
-  static constexpr uint32_t kMinCompactionInputs = 4;  // assumed while a compaction starts (it reads its inputs' first blocks one by one)
   // Pages that eviction to make room for whole files leaves in place (never more than the bound): when
   // LevelDB's whole files alone take (nearly) all of the bound, the working set that lets readers use a
   // page before it goes. A compaction merges up to 12 level-0 tables and one of the next level, an
@@ -266,6 +251,7 @@ class PageCache {
   // The calling thread runs LevelDB's compactions (the Env's Schedule marks its background thread):
   // what its reads fetch is counted apart (PageCacheStats::compaction_*).
   static void MarkCompactionThread();
+  static bool OnCompactionThread();
 
   uint32_t page_size() const { return page_size_; }
   const std::string& directory() const { return directory_; }
@@ -298,6 +284,14 @@ class PageCache {
   leveldb::Status Read(PageFile* file, const std::shared_ptr<RangeSource>& source,
                        const std::string& name, uint64_t offset, size_t n, char* scratch,
                        size_t* got, bool* whole);
+
+  // Read() for a caller that fetches elsewhere (CompactionReader): false, with nothing done or
+  // counted, unless every page of the range is present (or the file is mapped). The pages read
+  // go to the front of the LRU list: a compaction reads its input once.
+  bool ReadIfPresent(PageFile* file, uint64_t offset, size_t n, char* scratch, size_t* got);
+  // A CompactionReader's reads and fetches, counted like a compaction's read-ahead.
+  void CountCompactionRead(bool missed);
+  void CountCompactionFetch(uint64_t bytes);
 
   // Whole files LevelDB may hold at once (the Env's estimate from its options): mapped
   // files leave at least this much of the bound free for them.
@@ -386,8 +380,6 @@ class PageCache {
               uint64_t bytes, uint32_t pin_first, uint32_t pin_last, uint8_t* mine);
   bool Sequential(const PageFile& f, uint64_t offset) const;  // continues a read-ahead stream
   uint32_t ReadaheadCap() const;  // the largest read-ahead window and run, in pages
-  uint32_t CompactionWindow() const;  // the read-ahead window (and largest run) of a compaction's input, in pages
-  void NoteCompactionRead(const PageFile* f);  // counts the inputs a compaction reads at once
   void MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& source,
                       const std::string& name, uint64_t offset, size_t n);
   void Worker();
@@ -413,11 +405,6 @@ class PageCache {
   bool closed_ = false;
   double tail_ratio_ = 0;  // largest (tail bytes / table size) seen
   uint64_t stream_clock_ = 0;
-  // The files of the last kCompactionReadsSeen compaction reads (identities only, never dereferenced),
-  // and how often each appears there: its size is the number of inputs being merged.
-  const PageFile* compaction_reads_[kCompactionReadsSeen] = {};
-  uint32_t compaction_read_next_ = 0;
-  std::unordered_map<const PageFile*, uint32_t> compaction_inputs_;
   PageCacheStats stats_;
 
   std::deque<Task> tasks_;

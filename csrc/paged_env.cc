@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <atomic>
 
+#include "compaction_reader.h"
+
 namespace levels3 {
 
 using leveldb::Slice;
@@ -61,6 +63,13 @@ class PagedRandomAccessFile final : public leveldb::RandomAccessFile {
       return Status::OK();
     }
     size_t got = 0;
+    if (PageCache::OnCompactionThread()) {
+      if (std::shared_ptr<CompactionReader> reader = CompactionReaderFor(offset)) {
+        Status s = reader->Read(offset, n, scratch, &got);
+        *result = Slice(scratch, s.ok() ? got : 0);
+        return s;
+      }
+    }
     bool whole = false;
     Status s = cache_->Read(file_.get(), source_, name_, offset, n, scratch, &got, &whole);
     *result = Slice(scratch, s.ok() ? got : 0);
@@ -69,6 +78,16 @@ class PagedRandomAccessFile final : public leveldb::RandomAccessFile {
   }
 
  private:
+  // A compaction's input read from its first block on: see compaction_reader.h.
+  std::shared_ptr<CompactionReader> CompactionReaderFor(uint64_t offset) const {
+    std::lock_guard<std::mutex> l(map_mu_);
+    if (compaction_ == nullptr) {
+      if (offset != 0) return nullptr;
+      compaction_ = std::make_shared<CompactionReader>(cache_, file_, source_, name_);
+    }
+    return compaction_->Serves(offset) ? compaction_ : nullptr;
+  }
+
   void TryMap() const {
     std::lock_guard<std::mutex> l(map_mu_);
     if (map_.load(std::memory_order_relaxed) != nullptr) return;
@@ -92,6 +111,7 @@ class PagedRandomAccessFile final : public leveldb::RandomAccessFile {
   mutable std::mutex map_mu_;
   mutable std::atomic<const char*> map_{nullptr};
   mutable int refused_ = 0;
+  mutable std::shared_ptr<CompactionReader> compaction_;  // guarded by map_mu_
 };
 
 // What a whole file of `bytes` takes on disk: whole blocks (a file system allocates no less).
