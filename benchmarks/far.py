@@ -280,7 +280,7 @@ def bigger_than_cache(spec: dict[str, Any], rtt: float, out: dict[str, Any]) -> 
 
     out["fill_small_cache_ops_s"] = sampled(fill_small)
     # The same fill with the default 1 GiB bound (every table stays local): under the small bound,
-    # compactions read their inputs back in pages, which read-ahead must keep from costing the fill.
+    # compactions read their inputs back from the store, which must not cost the fill much more.
     large = {**small, "max_cache_bytes": 1 << 30, **spec["direct_options"]}
     out["fill_large_cache_ops_s"] = fill(f"{direct}/{name}-large-cache", keys, values,
                                          tempfile.mkdtemp(dir=cache_root), large)
