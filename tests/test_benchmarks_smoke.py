@@ -153,6 +153,21 @@ def test_the_far_store_benchmark_prints_cold_start_in_rtt_and_judges_every_targe
     assert results["disk_peak_bytes"] > 0 and results["steady_random"]["gets"] == 5
 
 
+def test_the_far_store_benchmark_runs_against_seaweedfs(tmp_path: Path) -> None:
+    """--server seaweedfs: the same workloads behind the proxy, on a server that checks signatures (the
+    workloads' process gets its credentials through the environment)."""
+    out = tmp_path / "far.json"
+    proc = suite("--quick", "--server", "seaweedfs", "--workloads", "cold", "--cold-keys", "400",
+                 "--sync-seconds", "0.1", "--latency-ms", "1", "--bandwidth-mbps", "200", "--json", str(out),
+                 module="benchmarks.far")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("levels3 on a far S3: seaweedfs behind a proxy adding 1 ms per request")
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["server"] == "seaweedfs"
+    assert doc["results"]["writer_open_requests"]["put"] > 0 and doc["results"]["follower_open_rtt"] > 0
+    assert "levels3-test-secret" not in proc.stdout + proc.stderr + out.read_text()
+
+
 def test_an_engine_that_does_not_import_is_one_skipped_line(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = suite("--quick", "--columns", "levels3-local,plyvel,slatedb-local", "--keys", "200",

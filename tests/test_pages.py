@@ -610,6 +610,8 @@ def test_a_large_compaction_input_is_fetched_ahead_in_chunks(tmp_path, no_tail_p
     chunks = [(key, start, end) for key, start, end in stores[0].gets if end - start + 1 >= 1024 * 1024]
     assert {key for key, start, _ in chunks if start == 0} == set(inputs)
     assert {key for key, start, _ in chunks if start > 0} == larger
+    # A chunk is at most 4 MiB, or the rest of the table when less than half a chunk would be left after it.
+    assert all(end - start + 1 <= 6 * 1024 * 1024 for _key, start, end in stores[0].gets), stores[0].gets
     assert stats["page_requests_by_compaction"]["readahead"] <= 3 * len(inputs)
     assert sum(stats["page_bytes_fetched_by_compaction"].values()) >= sum(inputs.values())
 
