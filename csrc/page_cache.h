@@ -71,8 +71,8 @@
 //
 // Read-ahead
 //   Each file tracks two sequential streams (two iterators may read one table at once).
-//   A read that starts where a stream's last read ended
-//   extends it; from the third such read on, the pages after it are fetched in the
+//   A read that starts where a stream's last read ended extends it; from the third such
+//   read on, the pages after it are fetched in the
 //   background, in runs of up to kReadaheadRunPages pages, with a window that doubles up
 //   to kMaxReadaheadPages (and an eighth of the bound at most); a read of a table's first
 //   block starts a stream at once, with a window of kFirstBlockWindowPages. At most

@@ -3,9 +3,10 @@
 //
 // - NewRandomAccessFile on a table the backend describes as paged (uploaded: it has
 //   one object with a fingerprint) returns a PagedRandomAccessFile: reads go through
-//   the PageCache, misses become ranged GETs through the fetch_range callback. Tables
-//   the backend reads whole (being written, a follower's own local tables) keep the
-//   whole-file path.
+//   the PageCache, misses become ranged GETs through the fetch_range callback; a
+//   compaction's reads of the file from its first block on go to a CompactionReader
+//   (compaction_reader.h). Tables the backend reads whole (being written, a follower's
+//   own local tables) keep the whole-file path.
 // - Whole files are charged to the PageCache's bound, in whole 4 KiB blocks as a file
 //   system allocates them, as their bytes reach local disk:
 //   before every write of a WritableFile, and before a whole file is fetched for
