@@ -1,9 +1,9 @@
-"""levels3 on a far S3: ``python -m levels3.bench.far [--quick] [--latency-ms 20] [--bandwidth-mbps 100]``
+"""levels3 on a far S3: ``python -m levels3.bench.far [--quick] [--server moto|seaweedfs] [--latency-ms 20] [--bandwidth-mbps 100]``
 (``python -m benchmarks.far`` in a checkout).
 
-An S3 server on 127.0.0.1 (moto, or SeaweedFS with ``--server seaweedfs``: a Go server that checks signatures
-and serves requests in parallel) sits behind levels3.testing.FaultProxy, which adds a latency to every request
-and paces every body to a bandwidth per stream. Two workloads run in a fresh subprocess:
+An S3 server on 127.0.0.1 (moto, or SeaweedFS with ``--server seaweedfs``: a Go server that checks
+signatures) sits behind levels3.testing.FaultProxy, which adds a latency to every request and paces every
+body to a bandwidth per stream. Two workloads run in a fresh subprocess:
 
 - cold start, in RTT (one RTT = the median time of one raw conditional PUT through the proxy): the writer
   reopen of a database from an empty cache directory, its first get, a follower open, a synced put, and
