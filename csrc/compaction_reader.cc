@@ -134,8 +134,9 @@ std::shared_ptr<CompactionReader::Chunk> CompactionReader::Start(uint64_t offset
   return chunk;
 }
 
-Status CompactionReader::Wait(Chunk* chunk) {
+Status CompactionReader::Wait(Chunk* chunk, bool* waited) {
   std::unique_lock<std::mutex> l(chunk->mu);
+  *waited |= !chunk->done;
   chunk->done_cv.wait(l, [chunk] { return chunk->done; });
   return chunk->status;
 }
@@ -172,11 +173,7 @@ Status CompactionReader::Read(uint64_t offset, size_t n, char* scratch, size_t* 
         if (ahead_ == nullptr || !ahead_->Covers(pos)) break;
         current_ = std::move(ahead_);
       }
-      {
-        std::lock_guard<std::mutex> cl(current_->mu);
-        missed |= !current_->done;
-      }
-      if (!Wait(current_.get()).ok()) {
+      if (!Wait(current_.get(), &missed).ok()) {
         current_.reset();  // a failed fetch ahead: fetched again below, and reported if it fails again
         break;
       }

@@ -59,7 +59,7 @@ class CompactionReader : public std::enable_shared_from_this<CompactionReader> {
   struct Chunk;
 
   std::shared_ptr<Chunk> Start(uint64_t offset, uint64_t length, bool background);
-  leveldb::Status Wait(Chunk* chunk);
+  leveldb::Status Wait(Chunk* chunk, bool* waited);  // sets *waited if it was not done yet
   void Prefetch(uint64_t consumed_to);
   uint64_t ChunkLength(uint64_t from, uint64_t at_least) const;
 

@@ -96,6 +96,17 @@ Status ReadAll(int fd, char* data, size_t n, uint64_t offset, const std::string&
   return Status::OK();
 }
 
+// Bytes of pinned, present pages (or of a mapped file) into scratch: from the file's mapping when
+// it has one, which never touches a hole being punched or a file being truncated (either could
+// fault), else with pread.
+Status CopyOut(const char* map, int fd, const std::string& path, uint64_t offset, size_t n, char* scratch,
+               size_t* got) {
+  if (map == nullptr) return ReadAll(fd, scratch, n, offset, path, got);
+  std::memcpy(scratch, map + offset, n);
+  *got = n;
+  return Status::OK();
+}
+
 std::string HexHash(const std::string& text) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a: only spreads names, nothing relies on it
   for (unsigned char c : text) {
@@ -710,15 +721,17 @@ void PageCache::Settle(PageFile* f, uint32_t first, uint32_t count, const Status
     }
   }
   f->busy_ -= count;
-  if (s.ok()) {
-    ++stats_.requests[kind];
-    stats_.bytes_fetched[kind] += bytes;
-    if (t_compaction_io) {
-      ++stats_.compaction_requests[kind];
-      stats_.compaction_bytes_fetched[kind] += bytes;
-    }
-  }
+  if (s.ok()) CountFetchLocked(kind, bytes, t_compaction_io);
   changed_.notify_all();
+}
+
+void PageCache::CountFetchLocked(FetchKind kind, uint64_t bytes, bool compaction) {
+  ++stats_.requests[kind];
+  stats_.bytes_fetched[kind] += bytes;
+  if (compaction) {
+    ++stats_.compaction_requests[kind];
+    stats_.compaction_bytes_fetched[kind] += bytes;
+  }
 }
 
 // -- prefetching tails ----------------------------------------------------------------
@@ -895,14 +908,7 @@ Status PageCache::Read(PageFile* f, const std::shared_ptr<RangeSource>& source, 
   *whole = f->present_ == f->count_ && f->busy_ == 0;
   std::shared_ptr<PageFile::Fd> fd = f->fd_;
   l.unlock();
-  if (s.ok() && fd->map != nullptr) {
-    // Only pinned, present pages are touched: never a hole being punched, never a file
-    // being truncated (which could fault).
-    std::memcpy(scratch, fd->map + offset, n);
-    *got = n;
-  } else if (s.ok()) {
-    s = ReadAll(fd->fd, scratch, n, offset, f->path_, got);
-  }
+  if (s.ok()) s = CopyOut(fd->map, fd->fd, f->path_, offset, n, scratch, got);
   for (uint32_t i = 0; i < span; ++i) {
     if (mine[i]) f->pages_[p0 + i].pins.fetch_sub(1, std::memory_order_release);
   }
@@ -920,9 +926,7 @@ bool PageCache::ReadIfPresent(PageFile* f, uint64_t offset, size_t n, char* scra
   std::shared_ptr<PageFile::Fd> fd = f->fd_;
   if (f->mapped_ > 0 && fd->map != nullptr) {
     l.unlock();
-    std::memcpy(scratch, fd->map + offset, n);  // mapped: nothing of it can go
-    *got = n;
-    return true;
+    return CopyOut(fd->map, fd->fd, f->path_, offset, n, scratch, got).ok();  // mapped: nothing of it can go
   }
   for (uint32_t p = p0; p <= p1; ++p) {
     if (f->pages_[p].state != PageFile::kPresent) return false;
@@ -934,13 +938,7 @@ bool PageCache::ReadIfPresent(PageFile* f, uint64_t offset, size_t n, char* scra
     lru_.splice(lru_.begin(), lru_, page.lru);
   }
   l.unlock();
-  Status s;
-  if (fd->map != nullptr) {
-    std::memcpy(scratch, fd->map + offset, n);
-    *got = n;
-  } else {
-    s = ReadAll(fd->fd, scratch, n, offset, f->path_, got);
-  }
+  Status s = CopyOut(fd->map, fd->fd, f->path_, offset, n, scratch, got);
   for (uint32_t p = p0; p <= p1; ++p) f->pages_[p].pins.fetch_sub(1, std::memory_order_release);
   return s.ok() && *got == n;
 }
@@ -952,10 +950,7 @@ void PageCache::CountCompactionRead(bool missed) {
 
 void PageCache::CountCompactionFetch(uint64_t bytes) {
   std::lock_guard<std::mutex> l(mu_);
-  ++stats_.requests[kFetchReadahead];
-  stats_.bytes_fetched[kFetchReadahead] += bytes;
-  ++stats_.compaction_requests[kFetchReadahead];
-  stats_.compaction_bytes_fetched[kFetchReadahead] += bytes;
+  CountFetchLocked(kFetchReadahead, bytes, /*compaction=*/true);  // from a background chunk's thread too
 }
 
 const char* PageCache::MapWhole(PageFile* f) {

@@ -378,6 +378,8 @@ class PageCache {
   // With mu_: claimed pages become present (s ok) or absent again; wakes their waiters.
   void Settle(PageFile* f, uint32_t first, uint32_t count, const leveldb::Status& s, FetchKind kind,
               uint64_t bytes, uint32_t pin_first, uint32_t pin_last, uint8_t* mine);
+  // With mu_: one fetch of `bytes` in the stats (and in the compaction's part of them).
+  void CountFetchLocked(FetchKind kind, uint64_t bytes, bool compaction);
   bool Sequential(const PageFile& f, uint64_t offset) const;  // continues a read-ahead stream
   uint32_t ReadaheadCap() const;  // the largest read-ahead window and run, in pages
   void MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& source,
