@@ -88,7 +88,9 @@ def test_a_follower_refreshing_while_the_writer_reopens_never_sees_corruption(mo
     The store was consistent all along: the follower must list again, as for any stale listing.
     The proxy delays the follower's GET of CURRENT by 50 ms to make the window wide."""
     url = f"s3://{server_bucket}/db"
-    direct = dict(endpoint_url=moto_endpoint, region=REGION, lease_duration=2.0, lease_renewal=0.5)
+    # Each reopen takes a released lease at once, so its length costs nothing here; a 2 s lease (its
+    # renewal due within 1.33 s) was lost mid-open once on a loaded CI machine, ending the reopens.
+    direct = dict(endpoint_url=moto_endpoint, region=REGION, lease_duration=6.0, lease_renewal=1.0)
     with levels3.DB(url, create_if_missing=True, **direct) as db:
         db.put(b"reopens", b"0", sync=True)
     stop = threading.Event()
