@@ -54,7 +54,8 @@ def extensions():
         Extension(
             "levels3._native",
             sources=["levels3/_native.pyx", "csrc/object_env.cc", "csrc/group_commit.cc", "csrc/page_cache.cc",
-                     "csrc/paged_env.cc", "csrc/table_tail.cc", "csrc/compaction_reader.cc"],
+                     "csrc/paged_env.cc", "csrc/table_tail.cc", "csrc/compaction_reader.cc",
+                     "csrc/compaction_inputs.cc"],
             library_dirs=lib_dirs,
             libraries=libraries,
             extra_link_args=link_args,

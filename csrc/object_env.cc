@@ -277,6 +277,10 @@ class ObjectEnv final : public leveldb::EnvWrapper {
   // StartThread, NowMicros, SleepForMicroseconds and GetTestDirectory touch no
   // database file and stay with the default Env.
 
+  void AttachDatabase(leveldb::DB* db, bool bytewise) {
+    if (paged_ != nullptr) paged_->AttachDatabase(db, bytewise);
+  }
+
  private:
   // "dbname/000005.log" -> "000005.log"; InvalidArgument for paths outside dbname.
   Status Relative(const std::string& path, std::string* name) const;
@@ -288,6 +292,10 @@ class ObjectEnv final : public leveldb::EnvWrapper {
 };
 
 }  // namespace
+
+void AttachDatabase(leveldb::Env* env, leveldb::DB* db, bool bytewise) {
+  static_cast<ObjectEnv*>(env)->AttachDatabase(db, bytewise);  // every Env the bridge makes is one
+}
 
 Status StatusFromCallback(int result, const std::string& context, const std::string& error) {
   switch (result) {

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "leveldb/db.h"
 #include "leveldb/env.h"
 #include "leveldb/status.h"
 
@@ -92,6 +93,11 @@ class PageCache;
 // whole file it keeps on local disk to its bound.
 leveldb::Env* NewObjectEnv(const std::string& dbname, const BackendCallbacks& callbacks,
                            std::shared_ptr<PageCache> pages);
+
+// A paged Env's compactions guess their next input from `db`'s version (paged_env.h): `db` is
+// the DB open on `env` (made by NewObjectEnv), attached once DB::Open returned; `bytewise`: it
+// uses LevelDB's default comparator. Nothing happens for an Env without pages.
+void AttachDatabase(leveldb::Env* env, leveldb::DB* db, bool bytewise);
 
 // The Status for a callback's result; `context` names the file.
 leveldb::Status StatusFromCallback(int result, const std::string& context, const std::string& error);

@@ -943,6 +943,30 @@ bool PageCache::ReadIfPresent(PageFile* f, uint64_t offset, size_t n, char* scra
   return s.ok() && *got == n;
 }
 
+bool PageCache::Present(PageFile* f, uint64_t offset, size_t n) {
+  if (offset >= f->size_ || n == 0) return true;
+  n = static_cast<size_t>(std::min<uint64_t>(n, f->size_ - offset));
+  const uint32_t p0 = static_cast<uint32_t>(offset / page_size_);
+  const uint32_t p1 = static_cast<uint32_t>((offset + n - 1) / page_size_);
+  std::lock_guard<std::mutex> l(mu_);
+  if (closed_) return false;
+  if (f->mapped_ > 0) return true;
+  for (uint32_t p = p0; p <= p1; ++p) {
+    if (f->pages_[p].state != PageFile::kPresent) return false;
+  }
+  return true;
+}
+
+void PageCache::CountCompactionWaste(uint64_t bytes) {
+  std::lock_guard<std::mutex> l(mu_);
+  stats_.readahead_wasted_bytes += bytes;
+}
+
+void PageCache::CountCompactionGuess() {
+  std::lock_guard<std::mutex> l(mu_);
+  ++stats_.compaction_inputs_fetched_ahead;
+}
+
 void PageCache::CountCompactionRead(bool missed) {
   std::lock_guard<std::mutex> l(mu_);
   ++(missed ? stats_.misses : stats_.hits);

@@ -150,7 +150,7 @@ struct PageCacheStats {
   uint64_t hits = 0;           // reads served without a fetch
   uint64_t misses = 0;         // reads that fetched (or waited for) a page
   uint64_t evictions = 0;      // pages punched out to make room
-  uint64_t readahead_wasted_bytes = 0;  // pages read ahead but evicted before any read used them
+  uint64_t readahead_wasted_bytes = 0;  // read ahead (pages, compaction chunks) but dropped unused
   uint64_t requests[kFetchKinds] = {0, 0, 0};
   uint64_t bytes_fetched[kFetchKinds] = {0, 0, 0};
   // The part of those fetched for LevelDB's compactions (their own reads and the read-ahead they
@@ -161,6 +161,7 @@ struct PageCacheStats {
   uint64_t reused_pages = 0;   // pages kept from the previous clean run
   uint64_t tail_estimate = 0;  // bytes a table's first read fetches (for a 2 MiB table)
   uint64_t tails_prefetched = 0;  // tails fetched by a prefetch (ClaimTail), before LevelDB asked
+  uint64_t compaction_inputs_fetched_ahead = 0;  // inputs whose first chunk was guessed and fetched ahead
   bool punch_holes = true;     // false: this file system truncates whole files instead
 };
 
@@ -289,9 +290,14 @@ class PageCache {
   // counted, unless every page of the range is present (or the file is mapped). The pages read
   // go to the front of the LRU list: a compaction reads its input once.
   bool ReadIfPresent(PageFile* file, uint64_t offset, size_t n, char* scratch, size_t* got);
-  // A CompactionReader's reads and fetches, counted like a compaction's read-ahead.
+  // Whether every page of the range is present (or the file is mapped): nothing to fetch.
+  bool Present(PageFile* file, uint64_t offset, size_t n);
+  // A CompactionReader's reads and fetches, counted like a compaction's read-ahead; a chunk
+  // fetched ahead that no read used counts as wasted read-ahead.
   void CountCompactionRead(bool missed);
   void CountCompactionFetch(uint64_t bytes);
+  void CountCompactionWaste(uint64_t bytes);
+  void CountCompactionGuess();  // an input whose first chunk was fetched before its first read
 
   // Whole files LevelDB may hold at once (the Env's estimate from its options): mapped
   // files leave at least this much of the bound free for them.

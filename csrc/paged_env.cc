@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "compaction_inputs.h"
 #include "compaction_reader.h"
 
 namespace levels3 {
@@ -43,8 +44,12 @@ class TableSource final : public RangeSource {
 class PagedRandomAccessFile final : public leveldb::RandomAccessFile {
  public:
   PagedRandomAccessFile(std::shared_ptr<PageCache> cache, std::shared_ptr<PageFile> file,
-                        std::shared_ptr<RangeSource> source, std::string name)
-      : cache_(std::move(cache)), file_(std::move(file)), source_(std::move(source)), name_(std::move(name)) {}
+                        std::shared_ptr<RangeSource> source, std::string name, NextInputs* next)
+      : cache_(std::move(cache)),
+        file_(std::move(file)),
+        source_(std::move(source)),
+        name_(std::move(name)),
+        next_(next) {}
   ~PagedRandomAccessFile() override {
     if (map_.load(std::memory_order_acquire) != nullptr) cache_->Unmap(file_.get());
     cache_->Release(file_);
@@ -52,7 +57,17 @@ class PagedRandomAccessFile final : public leveldb::RandomAccessFile {
 
   // Through scratch, since pages may be evicted while LevelDB holds the block; once the
   // whole file is present (and the cache agrees to keep it), straight from its mapping.
+  // A compaction's reads go to its reader even when the file is mapped: the reader is how the
+  // compaction's other inputs are guessed, and a copy costs it little.
   Status Read(uint64_t offset, size_t n, Slice* result, char* scratch) const override {
+    size_t got = 0;
+    if (PageCache::OnCompactionThread()) {
+      if (std::shared_ptr<CompactionReader> reader = CompactionReaderFor(offset)) {
+        Status s = reader->Read(offset, n, scratch, &got);
+        *result = Slice(scratch, s.ok() ? got : 0);
+        return s;
+      }
+    }
     const char* map = map_.load(std::memory_order_acquire);
     if (map != nullptr) {
       if (offset >= file_->size()) {
@@ -61,14 +76,6 @@ class PagedRandomAccessFile final : public leveldb::RandomAccessFile {
       }
       *result = Slice(map + offset, static_cast<size_t>(std::min<uint64_t>(n, file_->size() - offset)));
       return Status::OK();
-    }
-    size_t got = 0;
-    if (PageCache::OnCompactionThread()) {
-      if (std::shared_ptr<CompactionReader> reader = CompactionReaderFor(offset)) {
-        Status s = reader->Read(offset, n, scratch, &got);
-        *result = Slice(scratch, s.ok() ? got : 0);
-        return s;
-      }
     }
     bool whole = false;
     Status s = cache_->Read(file_.get(), source_, name_, offset, n, scratch, &got, &whole);
@@ -83,7 +90,7 @@ class PagedRandomAccessFile final : public leveldb::RandomAccessFile {
     std::lock_guard<std::mutex> l(map_mu_);
     if (compaction_ == nullptr) {
       if (offset != 0) return nullptr;
-      compaction_ = std::make_shared<CompactionReader>(cache_, file_, source_, name_);
+      compaction_ = std::make_shared<CompactionReader>(cache_, file_, source_, name_, next_);
     }
     return compaction_->Serves(offset) ? compaction_ : nullptr;
   }
@@ -108,6 +115,7 @@ class PagedRandomAccessFile final : public leveldb::RandomAccessFile {
   std::shared_ptr<PageFile> file_;
   std::shared_ptr<RangeSource> source_;
   const std::string name_;
+  NextInputs* const next_;
   mutable std::mutex map_mu_;
   mutable std::atomic<const char*> map_{nullptr};
   mutable int refused_ = 0;
@@ -132,6 +140,7 @@ PagedTables::PagedTables(std::shared_ptr<PageCache> cache, const BackendCallback
 
 PagedTables::~PagedTables() {
   source_->Close();  // waits for this generation's read-ahead
+  CompactionReader::ForgetParked(source_.get());
   int64_t total = 0;
   for (auto& entry : whole_) total += Charge(entry.second);
   if (total > 0) cache_->ChargeWhole(-total);
@@ -141,8 +150,8 @@ bool PagedTables::IsTable(const std::string& name) {
   return name.find('/') == std::string::npos && (EndsWith(name, ".ldb") || EndsWith(name, ".sst"));
 }
 
-Status PagedTables::OpenTable(const std::string& name, leveldb::RandomAccessFile** result) {
-  *result = nullptr;
+Status PagedTables::AcquireTable(const std::string& name, std::shared_ptr<PageFile>* file) {
+  file->reset();
   if (!IsTable(name)) return Status::OK();
   uint64_t size = 0;
   std::string fingerprint, object, error;
@@ -150,15 +159,39 @@ Status PagedTables::OpenTable(const std::string& name, leveldb::RandomAccessFile
   int r = callbacks_.describe_table(callbacks_.backend, name, 0, &size, &fingerprint, &object, &error);
   if (r == kNotFound) return Status::OK();
   if (r != kOk) return StatusFromCallback(r, name, error);
-  std::shared_ptr<PageFile> file;
-  Status s = cache_->Acquire(fingerprint, object, size, &file);
+  Status s = cache_->Acquire(fingerprint, object, size, file);
   if (!s.ok()) return s;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    paged_[name] = fingerprint;
-  }
-  *result = new PagedRandomAccessFile(cache_, std::move(file), source_, name);
+  std::lock_guard<std::mutex> l(mu_);
+  paged_[name] = fingerprint;
   return Status::OK();
+}
+
+Status PagedTables::OpenTable(const std::string& name, leveldb::RandomAccessFile** result) {
+  *result = nullptr;
+  std::shared_ptr<PageFile> file;
+  Status s = AcquireTable(name, &file);
+  if (s.ok() && file != nullptr) *result = new PagedRandomAccessFile(cache_, std::move(file), source_, name, this);
+  return s;
+}
+
+std::shared_ptr<PageFile> PagedTables::Open(const std::string& name) {
+  std::shared_ptr<PageFile> file;
+  return AcquireTable(name, &file).ok() ? file : nullptr;
+}
+
+void PagedTables::AttachDatabase(leveldb::DB* db, bool bytewise) {
+  bytewise_.store(bytewise, std::memory_order_relaxed);
+  db_.store(db, std::memory_order_release);
+}
+
+std::vector<std::string> PagedTables::Guess(const std::string& name, const std::vector<std::string>& reading,
+                                            bool starting) {
+  leveldb::DB* db = db_.load(std::memory_order_acquire);
+  std::string listing;
+  if (db == nullptr || !bytewise_.load(std::memory_order_relaxed) || !db->GetProperty("leveldb.sstables", &listing)) {
+    return {};
+  }
+  return GuessInputs(listing, name, reading, starting);
 }
 
 uint64_t PagedTables::SetWholeLocked(const std::string& name, uint64_t bytes) {

@@ -15,6 +15,9 @@
 // - A table this process wrote and uploaded is adopted by the PageCache (its local file
 //   becomes its page file, fully present). If that fails, the local file is deleted
 //   and its pages are fetched on demand: the table is in the store already.
+// - Once the DB is open (AttachDatabase), it answers a CompactionReader's NextInputs from
+//   LevelDB's current version (the "leveldb.sstables" property, read by compaction_inputs.h),
+//   for LevelDB's default bytewise comparator only, whose order it can compare.
 //
 // Thread safety: every method may be called from any LevelDB thread.
 #ifndef LEVELS3_PAGED_ENV_H_
@@ -26,16 +29,21 @@
 #include <mutex>
 #include <string>
 
+#include <atomic>
+#include <vector>
+
+#include "compaction_reader.h"
+#include "leveldb/db.h"
 #include "leveldb/env.h"
 #include "object_env.h"
 #include "page_cache.h"
 
 namespace levels3 {
 
-class PagedTables {
+class PagedTables final : public NextInputs {
  public:
   PagedTables(std::shared_ptr<PageCache> cache, const BackendCallbacks& callbacks);
-  ~PagedTables();
+  ~PagedTables() override;
 
   PagedTables(const PagedTables&) = delete;
   PagedTables& operator=(const PagedTables&) = delete;
@@ -60,9 +68,19 @@ class PagedTables {
   void Removed(const std::string& name);
   void Renamed(const std::string& src, const std::string& dst);
 
+  // The DB open on this Env (null: none); `bytewise`: it orders keys with LevelDB's default comparator.
+  void AttachDatabase(leveldb::DB* db, bool bytewise);
+
+  // NextInputs, for the compaction readers of this Env's tables.
+  std::vector<std::string> Guess(const std::string& name, const std::vector<std::string>& reading,
+                                 bool starting) override;
+  std::shared_ptr<PageFile> Open(const std::string& name) override;
+
  private:
   uint64_t SetWholeLocked(const std::string& name, uint64_t bytes);  // returns the old value
   void DropPagedLocked(const std::string& name);
+  // The page file of a paged table (null, with OK: read it whole).
+  leveldb::Status AcquireTable(const std::string& name, std::shared_ptr<PageFile>* file);
 
   std::shared_ptr<PageCache> cache_;
   const BackendCallbacks callbacks_;
@@ -70,6 +88,9 @@ class PagedTables {
   std::mutex mu_;
   std::map<std::string, uint64_t> whole_;     // whole files' bytes (their blocks are counted in the bound)
   std::map<std::string, std::string> paged_;  // table name -> fingerprint of its page file
+  // Read only on its compaction thread (NextInputs::After), which ends before the DB is deleted.
+  std::atomic<leveldb::DB*> db_{nullptr};
+  std::atomic<bool> bytewise_{false};
 };
 
 }  // namespace levels3

@@ -324,6 +324,7 @@ def open_handle(object control, object config):
             handle.free()
         raise_for_status(st, control)
     handle.live.Adopt(db)
+    pc.AttachDatabase(handle.env.get(), db, handle.comparator.get() == NULL)  # compactions guess their next input
     handle.opened_by = os.getpid()
     _open_handles.add(handle)
     control.finish_open()

@@ -6,7 +6,7 @@ from libcpp.memory cimport shared_ptr
 from libcpp.set cimport set as cppset
 from libcpp.string cimport string
 
-from levels3._leveldb cimport BackendCallbacks, Env, Status
+from levels3._leveldb cimport DB, BackendCallbacks, Env, Status
 
 
 cdef extern from "page_cache.h" namespace "levels3" nogil:
@@ -31,6 +31,7 @@ cdef extern from "page_cache.h" namespace "levels3" nogil:
         uint64_t reused_pages
         uint64_t tail_estimate
         uint64_t tails_prefetched
+        uint64_t compaction_inputs_fetched_ahead
         bool punch_holes
 
     cdef cppclass PageFile:
@@ -57,3 +58,4 @@ cdef extern from "page_cache.h" namespace "levels3" nogil:
 cdef extern from "object_env.h" namespace "levels3" nogil:
     Env* NewPagedObjectEnv "levels3::NewObjectEnv"(const string& dbname, const BackendCallbacks& callbacks,
                                                    shared_ptr[PageCache] pages)
+    void AttachDatabase(Env* env, DB* db, bool bytewise)

@@ -40,7 +40,7 @@ cdef class NativePageCache:
             "page_bytes": s.page_bytes, "whole_file_bytes": s.whole_file_bytes, "pages": s.pages_present, "mapped_bytes": s.mapped_bytes,
             "hits": s.hits, "misses": s.misses, "evictions": s.evictions, "readahead_wasted_bytes": s.readahead_wasted_bytes, "files": s.files,
             "reused_pages": s.reused_pages, "tail_estimate": s.tail_estimate, "punch_holes": s.punch_holes,
-            "tails_prefetched": s.tails_prefetched,
+            "tails_prefetched": s.tails_prefetched, "compaction_inputs_fetched_ahead": s.compaction_inputs_fetched_ahead,
             "requests": {"tail": s.requests[0], "data": s.requests[1], "readahead": s.requests[2]},
             "bytes_fetched": {"tail": s.bytes_fetched[0], "data": s.bytes_fetched[1],
                               "readahead": s.bytes_fetched[2]},

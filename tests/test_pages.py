@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 import subprocess
 import sys
 import textwrap
@@ -650,6 +651,82 @@ def test_a_compaction_whose_inputs_cannot_be_fetched_fails_and_loses_nothing(tmp
     with levels3.DB(url, cache_dir=str(tmp_path / "fresh")) as db:
         assert sum(1 for _ in db.iterator()) == n
         assert db.get(b"after") is None
+
+
+def two_levels_to_merge(tmp_path) -> tuple[str, dict, set[int], int]:
+    """A level of tables of 1 MiB in key order under level-0 tables across the whole key range:
+    a compaction of all of it reads the tables of a level one after another."""
+    url, n = str(tmp_path / "db"), 60_000
+    sizes = {"write_buffer_size": 1024 * 1024, "max_file_size": 1024 * 1024}
+    fill_shuffled(url, n, **sizes)
+    small = {**sizes, "compression": None}
+    rewritten = random.Random(2).sample(range(n), 8_000)  # in random order: level-0 tables that overlap
+    with levels3.DB(url, **small) as db:
+        db.compact_range()
+        for i in rewritten:
+            db.put(key(i), value(i + 1, 128))
+    changed = set(rewritten)
+    return url, small, changed, n
+
+
+def test_a_compaction_fetches_the_inputs_it_reads_next_ahead(tmp_path, no_tail_prefetch):
+    """A compaction reads one level's inputs one after another, and each one's first chunk would be
+    waited for: the next ones, guessed from LevelDB's version, are fetched while it reads the current
+    one. Each input is still fetched once, and no guess is wasted."""
+    url, small, changed, n = two_levels_to_merge(tmp_path)
+    stores, wrap = recorded(delay=0.02)  # a store farther than the local disk: a first chunk is waited for
+    with levels3.DB(url, cache_dir=str(tmp_path / "cold"), max_cache_bytes=16 * 1024 * 1024, **small, **wrap) as db:
+        inputs = table_sizes(db)
+        db.compact_range()  # the level-0 tables, then every table below them
+        stats = db.stats()
+        assert [v for _k, v in db.iterator()] == [value(i + 1 if i in changed else i, 128) for i in range(n)]
+    assert len(inputs) >= 8, inputs
+    ahead = stats["compaction_inputs_fetched_ahead"]
+    assert ahead >= len(inputs) // 2, (ahead, len(inputs))
+    first_chunks = Counter(k for k, start, _end in stores[0].gets if start == 0 and k in inputs)
+    assert set(first_chunks) == set(inputs) and max(first_chunks.values()) == 1, first_chunks
+    assert stats["page_readahead_wasted_bytes"] == 0
+
+
+class RefusingOneGuess(RecordingStore):
+    """Refuses the first table GET from offset 0 made by a thread other than the one that made the
+    first such GET (the compaction's own): a fetch of a guessed input."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, delay=0.02)
+        self.compaction_thread: int | None = None
+        self.refused: list[str] = []
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        from levels3.errors import StoreError
+
+        if key.endswith(".ldb") and start == 0:
+            with self._lock:
+                me = threading.get_ident()
+                if self.compaction_thread is None:
+                    self.compaction_thread = me
+                elif me != self.compaction_thread and not self.refused:
+                    self.refused.append(key)
+                    raise StoreError(f"get {key!r}: access denied (injected)", operation="get", key=key)
+        return super().get(key, start, end)
+
+
+def test_a_guessed_input_whose_fetch_failed_is_fetched_again(tmp_path, no_tail_prefetch):
+    url, small, changed, n = two_levels_to_merge(tmp_path)
+    stores: list[RefusingOneGuess] = []
+
+    def wrap(store: ObjectStore) -> ObjectStore:
+        stores.append(RefusingOneGuess(store))
+        return stores[-1]
+
+    with levels3.DB(url, cache_dir=str(tmp_path / "cold"), max_cache_bytes=16 * 1024 * 1024, **small,
+                    wrap_store=wrap) as db:
+        db.compact_range()  # the refused guess is the input's own read's to fetch
+        db.put(b"after", b"the compaction")
+        assert [v for k, v in db.iterator() if k != b"after"] == [
+            value(i + 1 if i in changed else i, 128) for i in range(n)]
+    [refused] = stores[0].refused
+    assert any(k == refused and start == 0 for k, start, _end in stores[0].gets)
 
 
 def test_point_gets_do_not_read_ahead(tmp_path, no_tail_prefetch):

@@ -220,6 +220,7 @@ class PagedTables:
             "page_requests_by_compaction": dict(s["compaction_requests"]),
             "page_bytes_fetched_by_compaction": dict(s["compaction_bytes_fetched"]),
             "tails_prefetched": s["tails_prefetched"],
+            "compaction_inputs_fetched_ahead": s["compaction_inputs_fetched_ahead"],
         }
 
 
