@@ -10,15 +10,10 @@ namespace levels3 {
 
 namespace {
 
-// One table of Version::DebugString ("leveldb.sstables"):
+// A line of Version::DebugString ("leveldb.sstables"):
 //   " 17:2048['<smallest>' @ 5 : 1 .. '<largest>' @ 9 : 1]"
 // with each user key escaped (bytes outside ' '..'~' as \xHH). A key that itself holds the text
 // around it can be misread: the guess it feeds is then wrong, which costs one request.
-struct ListedTable {
-  uint64_t number = 0;
-  std::string smallest, largest;  // user keys
-};
-
 std::string Unescape(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -58,9 +53,11 @@ bool ParseListedTable(const std::string& line, ListedTable* t) {
   return true;
 }
 
-// Each level's tables, in the order the version keeps them (key order from level 1 on).
-std::vector<std::vector<ListedTable>> ParseVersion(const std::string& listing) {
-  std::vector<std::vector<ListedTable>> levels;
+}  // namespace
+
+std::shared_ptr<const ListedVersion> ParseVersion(const std::string& listing) {
+  auto version = std::make_shared<ListedVersion>();
+  ListedVersion& levels = *version;
   size_t pos = 0;
   while (pos < listing.size()) {
     size_t eol = listing.find('\n', pos);
@@ -74,8 +71,10 @@ std::vector<std::vector<ListedTable>> ParseVersion(const std::string& listing) {
       if (ParseListedTable(line, &t)) levels.back().push_back(std::move(t));
     }
   }
-  return levels;
+  return version;
 }
+
+namespace {
 
 uint64_t TableNumber(const std::string& name) { return std::strtoull(name.c_str(), nullptr, 10); }
 
@@ -91,10 +90,9 @@ std::string TableName(uint64_t number) {
 
 }  // namespace
 
-std::vector<std::string> GuessInputs(const std::string& listing, const std::string& name,
+std::vector<std::string> GuessInputs(const ListedVersion& levels, const std::string& name,
                                      const std::vector<std::string>& reading, bool starting) {
   std::vector<std::string> guesses;
-  const std::vector<std::vector<ListedTable>> levels = ParseVersion(listing);
   std::set<uint64_t> read;
   for (const std::string& other : reading) read.insert(TableNumber(other));
   // The key range of the tables of `level` being read; false if none is.

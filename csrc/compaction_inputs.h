@@ -2,7 +2,7 @@
 // compaction's inputs (db/version_set.cc PickCompaction, SetupOtherInputs), for CompactionReader.
 //
 // LevelDB does not say which inputs a compaction has, but its "leveldb.sstables" property lists
-// each level's tables (level 0 newest first, the others in key order) with their key ranges, and
+// each level's tables (by smallest key) with their key ranges, and
 // the compaction reader knows which tables the compaction is reading. A compaction of level L
 // takes the level-0 tables that overlap each other (L = 0) or one table, widened to the tables of
 // L whose range adds no table below; then the tables of L+1 overlapping them. It opens the first
@@ -18,13 +18,26 @@
 #ifndef LEVELS3_COMPACTION_INPUTS_H_
 #define LEVELS3_COMPACTION_INPUTS_H_
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace levels3 {
 
-// `listing`: the "leveldb.sstables" property; `name` and `reading`: table names ("000123.ldb").
-std::vector<std::string> GuessInputs(const std::string& listing, const std::string& name,
+// One table of the version: its number and key range (user keys).
+struct ListedTable {
+  uint64_t number = 0;
+  std::string smallest, largest;
+};
+// Each level's tables, in the order the version keeps them (by smallest key).
+using ListedVersion = std::vector<std::vector<ListedTable>>;
+
+// The "leveldb.sstables" property, parsed. Never fails: a line it cannot read is left out.
+std::shared_ptr<const ListedVersion> ParseVersion(const std::string& listing);
+
+// `name` and `reading`: table names ("000123.ldb").
+std::vector<std::string> GuessInputs(const ListedVersion& levels, const std::string& name,
                                      const std::vector<std::string>& reading, bool starting);
 
 }  // namespace levels3

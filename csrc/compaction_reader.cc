@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <map>
+#include <new>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -33,6 +34,7 @@ namespace {
 struct Registry {
   struct Entry {
     std::weak_ptr<CompactionReader> reader;
+    const RangeSource* source = nullptr;  // its Env: names are per database
     std::string name;
     const PageFile* file = nullptr;
     uint64_t held = 0;      // bytes of its chunks
@@ -84,7 +86,7 @@ struct Registry {
       entry.second.held = 0;
     }
     for (size_t i = 0; i < parked.size();) {
-      if (served - parked[i].since < CompactionReader::kIdleBytes) {
+      if (served - parked[i].since < CompactionReader::kParkedBytes) {
         ++i;
         continue;
       }
@@ -94,21 +96,24 @@ struct Registry {
     return idle;
   }
 
-  std::vector<std::string> Names() {
+  // The tables the compactions of `source`'s database are reading.
+  std::vector<std::string> Names(const RangeSource* source) {
     std::lock_guard<std::mutex> l(mu);
     std::vector<std::string> names;
-    for (const auto& entry : entries) names.push_back(entry.second.name);
+    for (const auto& entry : entries) {
+      if (entry.second.source == source) names.push_back(entry.second.name);
+    }
     return names;
   }
 
-  // Whether table `name` has neither a reader nor a parked chunk (a guess would fetch it).
-  bool Unclaimed(const std::string& name) {
+  // Whether table `name` of `source`'s database has neither a reader nor a parked chunk.
+  bool Unclaimed(const std::string& name, const RangeSource* source) {
     std::lock_guard<std::mutex> l(mu);
     for (const auto& entry : entries) {
-      if (entry.second.name == name) return false;
+      if (entry.second.source == source && entry.second.name == name) return false;
     }
     for (const auto& p : parked) {
-      if (p.name == name) return false;
+      if (p.source == source && p.name == name) return false;
     }
     return true;
   }
@@ -129,11 +134,12 @@ struct Registry {
 
   // A reader's first read: registers it (no guess parks a chunk for its file from now on) and
   // returns the chunk parked for `file`, if any (its page file's user goes to *taken, for release).
-  std::shared_ptr<CompactionChunk> Start(const std::shared_ptr<CompactionReader>& self, const std::string& name,
-                                         const PageFile* file, std::vector<Parked>* taken) {
+  std::shared_ptr<CompactionChunk> Start(const std::shared_ptr<CompactionReader>& self, const RangeSource* source,
+                                         const std::string& name, const PageFile* file, std::vector<Parked>* taken) {
     std::lock_guard<std::mutex> l(mu);
     Entry& mine = entries[self.get()];
     mine.reader = self;
+    mine.source = source;
     mine.name = name;
     mine.file = file;
     mine.last_use = served;
@@ -169,13 +175,18 @@ struct Registry {
   static constexpr uint64_t kUnit = 64 << 10;
 };
 
-// Gives parked chunks' page files back; `wasted`: no reader took them.
-void Release(std::vector<Registry::Parked>* parked, bool wasted) {
+// Gives parked chunks' page files back. `taken`: by their reader, which has read from them (an
+// input fetched ahead, if the fetch succeeded); else dropped unused (wasted read-ahead, unless
+// the fetch failed; one still running is counted as it will end).
+void Release(std::vector<Registry::Parked>* parked, bool taken) {
   for (Registry::Parked& p : *parked) {
-    if (wasted) {
+    bool ok;
+    {
       std::lock_guard<std::mutex> l(p.chunk->mu);
-      if (p.chunk->done && p.chunk->status.ok()) p.cache->CountCompactionWaste(p.chunk->length);
+      ok = !p.chunk->done || p.chunk->status.ok();
     }
+    if (ok && taken) p.cache->CountCompactionGuess();
+    if (ok && !taken) p.cache->CountCompactionWaste(p.chunk->length);
     p.cache->Release(p.file);
   }
   parked->clear();
@@ -272,23 +283,28 @@ bool CompactionReader::Prefetch(uint64_t consumed_to) {
 
 void CompactionReader::ForgetParked(const RangeSource* source) {
   std::vector<Registry::Parked> parked = Registry::Get().TakeAll(source);
-  Release(&parked, /*wasted=*/true);
+  Release(&parked, /*taken=*/false);
 }
 
 void CompactionReader::FetchGuessed(bool starting) {
-  for (const std::string& next : next_inputs_->Guess(name_, Registry::Get().Names(), starting)) {
-    if (next == name_ || !Registry::Get().Unclaimed(next) || !source_->Enter()) continue;
+  Registry& registry = Registry::Get();
+  for (const std::string& next : next_inputs_->Guess(name_, registry.Names(source_.get()), starting)) {
+    if (next == name_ || !registry.Unclaimed(next, source_.get()) || !source_->Enter()) continue;
     // Opening the table enters Python (the catalog): in the background, with the fetch.
     auto fetch = [next, inputs = next_inputs_, source = source_, cache = cache_]() mutable {
       if (std::shared_ptr<PageFile> file = inputs->Open(next)) {
         auto chunk = std::make_shared<CompactionChunk>();
         chunk->length = ChunkLengthFor(file->size(), 0, 0, nullptr);
-        chunk->data.reset(new char[chunk->length]);
-        if (cache->Present(file.get(), 0, chunk->length) ||
-            !Registry::Get().Park({next, file, cache, source.get(), chunk, 0})) {
+        if (cache->Present(file.get(), 0, chunk->length) || !Registry::Get().Park({next, file, cache, source.get(), chunk, 0})) {
           cache->Release(file);  // on disk already, or its reader (or another guess) came first
         } else {
-          Status s = source->Fetch(next, 0, chunk->length, chunk->data.get());
+          Status s;
+          try {
+            chunk->data.reset(new char[chunk->length]);  // read only once done is set, below
+          } catch (const std::bad_alloc&) {
+            s = Status::IOError(next, "no memory for a compaction chunk");
+          }
+          if (s.ok()) s = source->Fetch(next, 0, chunk->length, chunk->data.get());
           if (s.ok()) cache->CountCompactionFetch(chunk->length);
           {
             std::lock_guard<std::mutex> l(chunk->mu);
@@ -325,8 +341,7 @@ Status CompactionReader::Read(uint64_t offset, size_t n, char* scratch, size_t* 
       started_ = true;
       starting = next_inputs_ != nullptr;
       // Its first chunk, if this table was guessed as an input and fetched ahead.
-      current_ = Registry::Get().Start(shared_from_this(), name_, file_.get(), &taken);
-      if (current_ != nullptr) cache_->CountCompactionGuess();
+      current_ = Registry::Get().Start(shared_from_this(), source_.get(), name_, file_.get(), &taken);
     }
     size_t copied = 0;
     // From the chunks: the current one, then the one fetched ahead (a read may span both).
@@ -368,13 +383,13 @@ Status CompactionReader::Read(uint64_t offset, size_t n, char* scratch, size_t* 
     }
     held = (current_ ? current_->length : 0) + (ahead_ ? ahead_->length : 0);
   }
-  Release(&taken, /*wasted=*/false);
+  Release(&taken, /*taken=*/true);
   cache_->CountCompactionRead(missed);
   std::vector<Registry::Parked> expired;
   for (auto& reader : Registry::Get().Note(shared_from_this(), held, s.ok() ? n : 0, &expired)) {
     reader->DropChunks();
   }
-  Release(&expired, /*wasted=*/true);
+  Release(&expired, /*taken=*/false);
   if (starting) FetchGuessed(/*starting=*/true);
   if (guess) FetchGuessed(/*starting=*/false);
   return s;

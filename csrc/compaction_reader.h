@@ -19,7 +19,7 @@
 // its last chunk), the inputs the compaction will open next are guessed (NextInputs: from
 // LevelDB's version, compaction_inputs.h) and their first chunks fetched in the background. Such
 // a chunk waits ("parked") for its table's reader; one no reader takes while the others read
-// kIdleBytes is dropped, counted as wasted read-ahead. A wrong guess costs a request, never a
+// kParkedBytes is dropped, counted as wasted read-ahead. A wrong guess costs a request, never a
 // wrong byte: a reader takes a parked chunk only for the exact page file it was fetched from.
 // Parked chunks count as holders of the shared budget.
 //
@@ -63,6 +63,10 @@ class CompactionReader : public std::enable_shared_from_this<CompactionReader> {
   static constexpr uint64_t kMaxChunkBytes = 4 << 20;  // one GET: a whole level-0 table of the default write buffer
   static constexpr uint64_t kMinChunkBytes = 256 << 10;
   static constexpr uint64_t kIdleBytes = 2 * kMaxChunkBytes;  // others served this much since its last read: idle
+  // A parked chunk no reader took while the readers served this much is dropped: an input of the
+  // compaction's first level is reached only once the tables below its predecessor are read (a level
+  // holds ten times the one above).
+  static constexpr uint64_t kParkedBytes = kBudgetBytes;
 
   // `next` (null: no guessing) outlives the reader and the background work it starts.
   CompactionReader(std::shared_ptr<PageCache> cache, std::shared_ptr<PageFile> file,

@@ -957,6 +957,12 @@ bool PageCache::Present(PageFile* f, uint64_t offset, size_t n) {
   return true;
 }
 
+bool PageCache::WhollyPresent(const std::string& fingerprint) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = files_.find(fingerprint);
+  return it != files_.end() && (it->second->mapped_ > 0 || it->second->present_ == it->second->count_);
+}
+
 void PageCache::CountCompactionWaste(uint64_t bytes) {
   std::lock_guard<std::mutex> l(mu_);
   stats_.readahead_wasted_bytes += bytes;

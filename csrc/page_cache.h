@@ -292,6 +292,8 @@ class PageCache {
   bool ReadIfPresent(PageFile* file, uint64_t offset, size_t n, char* scratch, size_t* got);
   // Whether every page of the range is present (or the file is mapped): nothing to fetch.
   bool Present(PageFile* file, uint64_t offset, size_t n);
+  // Whether the page file of this content is known and wholly present.
+  bool WhollyPresent(const std::string& fingerprint);
   // A CompactionReader's reads and fetches, counted like a compaction's read-ahead; a chunk
   // fetched ahead that no read used counts as wasted read-ahead.
   void CountCompactionRead(bool missed);

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 
-#include "compaction_inputs.h"
 #include "compaction_reader.h"
 
 namespace levels3 {
@@ -187,11 +186,22 @@ void PagedTables::AttachDatabase(leveldb::DB* db, bool bytewise) {
 std::vector<std::string> PagedTables::Guess(const std::string& name, const std::vector<std::string>& reading,
                                             bool starting) {
   leveldb::DB* db = db_.load(std::memory_order_acquire);
-  std::string listing;
-  if (db == nullptr || !bytewise_.load(std::memory_order_relaxed) || !db->GetProperty("leveldb.sstables", &listing)) {
-    return {};
+  if (db == nullptr || !bytewise_.load(std::memory_order_relaxed)) return {};
+  const uint64_t writes = manifest_writes_.load(std::memory_order_relaxed);
+  if (listed_ == nullptr || listed_at_ != writes) {
+    std::string listing;
+    if (!db->GetProperty("leveldb.sstables", &listing)) return {};
+    listed_ = ParseVersion(listing);
+    listed_at_ = writes;
   }
-  return GuessInputs(listing, name, reading, starting);
+  std::vector<std::string> guesses = GuessInputs(*listed_, name, reading, starting);
+  // Tables wholly on local disk need no fetch (a database that fits its cache guesses nothing).
+  std::lock_guard<std::mutex> l(mu_);
+  guesses.erase(std::remove_if(guesses.begin(), guesses.end(), [&](const std::string& guess) {
+                  auto it = paged_.find(guess);
+                  return it != paged_.end() && cache_->WhollyPresent(it->second);
+                }), guesses.end());
+  return guesses;
 }
 
 uint64_t PagedTables::SetWholeLocked(const std::string& name, uint64_t bytes) {
@@ -204,6 +214,7 @@ uint64_t PagedTables::SetWholeLocked(const std::string& name, uint64_t bytes) {
 
 void PagedTables::Growing(const std::string& name, uint64_t bytes) {
   if (bytes == 0) return;
+  if (name.compare(0, 9, "MANIFEST-") == 0) manifest_writes_.fetch_add(1, std::memory_order_relaxed);
   int64_t delta;
   {
     std::lock_guard<std::mutex> l(mu_);

@@ -32,6 +32,7 @@
 #include <atomic>
 #include <vector>
 
+#include "compaction_inputs.h"
 #include "compaction_reader.h"
 #include "leveldb/db.h"
 #include "leveldb/env.h"
@@ -88,9 +89,14 @@ class PagedTables final : public NextInputs {
   std::mutex mu_;
   std::map<std::string, uint64_t> whole_;     // whole files' bytes (their blocks are counted in the bound)
   std::map<std::string, std::string> paged_;  // table name -> fingerprint of its page file
-  // Read only on its compaction thread (NextInputs::After), which ends before the DB is deleted.
+  // Read only on its compaction thread (NextInputs::Guess), which ends before the DB is deleted.
   std::atomic<leveldb::DB*> db_{nullptr};
   std::atomic<bool> bytewise_{false};
+  // LevelDB's version as last listed, kept until the MANIFEST grows (a new version): listing it
+  // holds LevelDB's mutex for time that grows with the number of tables. Compaction thread only.
+  std::atomic<uint64_t> manifest_writes_{0};
+  uint64_t listed_at_ = UINT64_MAX;
+  std::shared_ptr<const ListedVersion> listed_;
 };
 
 }  // namespace levels3
