@@ -928,9 +928,7 @@ bool PageCache::ReadIfPresent(PageFile* f, uint64_t offset, size_t n, char* scra
     l.unlock();
     return CopyOut(fd->map, fd->fd, f->path_, offset, n, scratch, got).ok();  // mapped: nothing of it can go
   }
-  for (uint32_t p = p0; p <= p1; ++p) {
-    if (f->pages_[p].state != PageFile::kPresent) return false;
-  }
+  if (!PagesPresentLocked(*f, p0, p1)) return false;
   for (uint32_t p = p0; p <= p1; ++p) {
     PageFile::Page& page = f->pages_[p];
     page.pins.fetch_add(1, std::memory_order_relaxed);
@@ -950,9 +948,12 @@ bool PageCache::Present(PageFile* f, uint64_t offset, size_t n) {
   const uint32_t p1 = static_cast<uint32_t>((offset + n - 1) / page_size_);
   std::lock_guard<std::mutex> l(mu_);
   if (closed_) return false;
-  if (f->mapped_ > 0) return true;
-  for (uint32_t p = p0; p <= p1; ++p) {
-    if (f->pages_[p].state != PageFile::kPresent) return false;
+  return f->mapped_ > 0 || PagesPresentLocked(*f, p0, p1);
+}
+
+bool PageCache::PagesPresentLocked(const PageFile& f, uint32_t first, uint32_t last) const {
+  for (uint32_t p = first; p <= last; ++p) {
+    if (f.pages_[p].state != PageFile::kPresent) return false;
   }
   return true;
 }

@@ -389,6 +389,7 @@ class PageCache {
   // With mu_: one fetch of `bytes` in the stats (and in the compaction's part of them).
   void CountFetchLocked(FetchKind kind, uint64_t bytes, bool compaction);
   bool Sequential(const PageFile& f, uint64_t offset) const;  // continues a read-ahead stream
+  bool PagesPresentLocked(const PageFile& f, uint32_t first, uint32_t last) const;  // every page first..last
   uint32_t ReadaheadCap() const;  // the largest read-ahead window and run, in pages
   void MaybeReadahead(PageFile* f, const std::shared_ptr<RangeSource>& source,
                       const std::string& name, uint64_t offset, size_t n);
