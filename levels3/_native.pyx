@@ -160,6 +160,7 @@ cdef class _Handle:
     cdef bint retired  # replaced by a follower's refresh(): closes its control path when freed
     cdef bint closing
     cdef object opened_by  # the pid of the process that opened it
+    cdef object warming  # a cold open's tail prefetch while it runs (engine/pages.py): told of each get
     cdef str url
     cdef object __weakref__
 
@@ -328,6 +329,8 @@ def open_handle(object control, object config):
     handle.opened_by = os.getpid()
     _open_handles.add(handle)
     control.finish_open()
+    if control.pages is not None:
+        handle.warming = control.pages.prefetch
     return handle
 
 
@@ -355,13 +358,28 @@ cdef inline Status _lookup(_Handle h, const ldb.Snapshot* snapshot, Slice key, s
     """One Get without the GIL. The caller has begun a call on ``h``; this ends it."""
     cdef ldb.ReadOptions ro
     cdef Status st
+    cdef object warming = h.warming
     ro.verify_checksums = verify_checksums
     ro.fill_cache = fill_cache
     ro.snapshot = snapshot
+    if warming is not None and not _tell_warming(h, warming, key):
+        warming = None
     with nogil:
         st = h.live.db().Get(ro, key, value)
         h.live.Leave()
+    if warming is not None:
+        warming.read_done()  # never raises
     return st
+
+
+cdef bint _tell_warming(_Handle h, object warming, Slice key):
+    """Tell the tail prefetch of a cold open that a get of ``key`` starts, so that its own tables'
+    tails go first; False once the prefetch is over (the handle then forgets it). Under a custom
+    comparator the prefetch cannot order keys: it is told only that a get runs."""
+    if warming.reading(PyBytes_FromStringAndSize(key.data(), key.size()) if h.comparator.get() == NULL else None):
+        return True
+    h.warming = None
+    return False
 
 
 cdef object _get(_Handle h, const ldb.Snapshot* snapshot, Slice key, object default,

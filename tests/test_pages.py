@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 import pytest
 
 import levels3
+from levels3.engine.manifest import file_number
 from levels3.stores import LocalDirStore
 from levels3.stores.base import ObjectInfo, ObjectStore
 
@@ -36,6 +37,7 @@ class RecordingStore(ObjectStore):
         self.delay = delay
         self.short_by = short_by
         self.gets: list[tuple[str, int, int]] = []
+        self.threads: list[str] = []  # the thread of each of gets
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -45,6 +47,7 @@ class RecordingStore(ObjectStore):
             return self.inner.get(key, start, end)
         with self._lock:
             self.gets.append((key, start, -1 if end is None else end))
+            self.threads.append(threading.current_thread().name)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -354,6 +357,53 @@ def test_a_followers_first_read_prefetches_the_tails(tmp_path):
     with levels3.DB(url, read_only=True, cache_page_size=PAGE) as follower:
         assert follower.get(key(7)) == value(7)
         assert wait_for_prefetch(follower) >= 8
+
+
+def three_levels(url: str, **options) -> None:
+    """40,000 keys in 23 tables of level 2, then four passes over the whole range, each a table of
+    its own, in levels 0 and 1 (fewer than 4 in level 0, LevelDB's trigger: no compaction reads
+    anything when the database reopens)."""
+    fill(url, 40_000, **options)
+    for offset in range(4):
+        with levels3.DB(url, write_buffer_size=1 << 20, compression=None, **options) as db:
+            for i in range(offset, 40_000, 13):
+                db.put(key(i), value(i))
+
+
+def table_number(object_key: str) -> int:
+    return int(object_key.rsplit("/", 1)[-1].split(".")[0])
+
+
+@pytest.mark.parametrize("order", ["bytewise", "custom comparator"])
+def test_the_first_get_after_a_cold_open_fetches_only_the_tails_it_reads(tmp_path, order):
+    """Level 0's tails and the get's own go first; the other tables' tails wait until it is served.
+    Under a custom comparator levels3 cannot place the key in a level: LevelDB fetches the get's
+    own tails below level 0 itself, and the rest still wait."""
+    options = {} if order == "bytewise" else {"comparator": lambda a, b: (a > b) - (a < b),
+                                               "comparator_name": b"test.bytewise-in-python"}
+    url = str(tmp_path / "db")
+    three_levels(url, **options)
+    probe = key(100)  # in level 2's first table: the last one LevelDB's order of tails reaches there
+    stores, wrap = recorded(delay=0.05)
+    with levels3.DB(url, cache_page_size=PAGE, cache_dir=str(tmp_path / "empty"), **options, **wrap) as db:
+        assert db.get(probe) == value(100)
+        before = list(stores[0].gets)
+        live = db._control.live_tables()
+        own = {n for n, m in live.items() if m.level == 0 or m.smallest[:-8] <= probe <= m.largest[:-8]}
+        assert {m.level for m in live.values()} == {0, 1, 2}
+        assert len(own) < 8 < len(live)  # sent 8 at once in LevelDB's order, other tables' would go too
+        read = {table_number(k) for k, _s, _e in before}
+        assert read <= own
+        deepest = [i for i, (k, _s, _e) in enumerate(before) if live[table_number(k)].level == 2]
+        assert deepest  # the table the value is in: its tail, then its page
+        # Its tail came from the prefetch, beside level 0's, when the key could tell which it was.
+        assert stores[0].threads[deepest[0]].startswith("levels3-requests") == (order == "bytewise")
+        # Then the prefetch goes on: every table's tail comes in, but for the tables this writer has
+        # just written (under a custom comparator its reopen replays the log into one: present).
+        wait_for_prefetch(db)
+        tails = {table_number(k) for k, _s, end in stores[0].gets if end == table_sizes(db)[k]}
+        written = {file_number(r.name) for r in db._control.catalog.records() if r.epoch == db._control.epoch}
+        assert tails == set(live) - written
 
 
 # -- the bound -------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from .cache import LocalCache, local_error
 from .catalog import Catalog, FileRecord, StoredObject
 from .layout import CURRENT_NAME, FileKind, kind_of
 from .pages import PAGES_DIR, PagedTables
-from .manifest import LOG_BLOCK, ManifestError, file_number, parse_manifest, unreadable_from
+from .manifest import LOG_BLOCK, ManifestError, TableMeta, file_number, parse_manifest, unreadable_from
 
 log = logging.getLogger("levels3.backend")
 
@@ -455,15 +455,14 @@ class EnvControl:
         self.cache.finish_write(name, len(data), "")
         self.catalog.put(FileRecord(name, local=True))
 
-    def live_table_levels(self) -> dict[int, int] | None:
-        """The level of every table (by file number) in the version CURRENT names, read
-        from the local CURRENT and MANIFEST; None if they cannot be read or parsed."""
+    def live_tables(self) -> dict[int, TableMeta] | None:
+        """Every table (by file number) of the version CURRENT names, with its level and key
+        range, read from the local CURRENT and MANIFEST; None if they cannot be read or parsed."""
         try:
             manifest = self.read_whole(self.read_whole(CURRENT_NAME).decode().strip())
-            state = parse_manifest("MANIFEST", manifest, check_crc=False)
+            return parse_manifest("MANIFEST", manifest, check_crc=False).tables
         except (OSError, Error, ManifestError, UnicodeDecodeError):
             return None
-        return {number: meta.level for number, meta in state.tables.items()}
 
     def read_whole(self, name: str) -> bytes:
         """A file's bytes, as LevelDB would read them (fetched if need be)."""

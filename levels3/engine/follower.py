@@ -126,11 +126,11 @@ class FollowerControl(EnvControl):
         sees a gap that is not there."""
         if self.damaged_reads:
             return True
-        levels = self.live_table_levels()
-        if levels is None:
+        tables = self.live_tables()
+        if tables is None:
             return False
         listed = {name for name in self.catalog.names() if kind_of(name) is FileKind.TABLE}
-        return any(f"{n:06d}.ldb" not in listed and f"{n:06d}.sst" not in listed for n in levels)
+        return any(f"{n:06d}.ldb" not in listed and f"{n:06d}.sst" not in listed for n in tables)
 
     def _owns_store(self) -> bool:
         return self.owns_store

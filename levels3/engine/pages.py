@@ -13,7 +13,9 @@ things only:
 A cold open also prefetches table tails (footer, index, filter) in parallel, in the
 order a get reads tables (level 0 newest first, then level by level, as the MANIFEST
 says), up to a share of the bound: LevelDB's first reads open one table per level,
-each of which would otherwise cost a round trip in a row.
+each of which would otherwise cost a round trip in a row. The first get goes first: the
+bridge tells the prefetch its key, its own tails are fetched at once, and the deeper
+levels' other tails wait until it has been served.
 
 This module also decides where the pages live: inside the writer's cache directory
 (reused after a clean close, discarded after a crash), or in a private temporary
@@ -29,7 +31,8 @@ import os
 import shutil
 import tempfile
 import threading
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import CorruptionError, Error, IOError, ObjectNotFound
 from ..parallel import submit
@@ -47,8 +50,9 @@ PAGES_DIR = ".levels3-pages"  # inside a cache directory; LocalCache leaves it a
 
 #: The table tails a cold open prefetches may take this share of max_cache_bytes at most.
 TAIL_PREFETCH_SHARE = 0.25
-#: Ranged GETs of tails in flight at once, per open (of the shared pool's 16 threads). More than
-#: a few levels' worth only slows the first ones, where the store's CPU is what runs out.
+#: Ranged GETs of tails in flight at once, per open (of the shared pool's 16 threads; a get's own
+#: tails go out beyond it). More than a few levels' worth only slows the first ones, where the
+#: store's CPU is what runs out.
 TAIL_PREFETCH_REQUESTS = 8
 
 
@@ -131,6 +135,8 @@ class PagedTables:
         # A follower's catalog is loaded after this: its first table open starts the prefetch.
         self._prefetching = False
         self._started_by_open = getattr(control, "lease", None) is not None
+        #: The running tail prefetch, if any: the bridge tells it of the first gets (reading()).
+        self.prefetch: _TailPrefetch | None = None
 
     def prefetch_tails(self) -> None:
         """Fetch the tails of the version's tables in the background, in parallel, in the
@@ -143,23 +149,23 @@ class PagedTables:
         budget = int(self.store.max_bytes * TAIL_PREFETCH_SHARE)
         if budget <= 0:
             return
-        numbered = [(file_number(r.name) or 0, r) for r in self.control.catalog.records()
-                    if kind_of(r.name) is FileKind.TABLE and len(r.objects) == 1
-                    and not (r.writing or r.unsent_tail or r.local)]
-        levels = self.control.live_table_levels()
-        if levels is not None:
+        records = {file_number(r.name) or 0: r for r in self.control.catalog.records()
+                   if kind_of(r.name) is FileKind.TABLE and len(r.objects) == 1
+                   and not (r.writing or r.unsent_tail or r.local)}
+        live = self.control.live_tables()
+        if live is not None:
             # In the order a get reads them: level 0 newest first, then level by level. Tables
             # the version no longer holds (waiting out deletion_grace) are not read at all.
-            numbered = [(n, r) for n, r in numbered if n in levels]
-            numbered.sort(key=lambda item: (levels[item[0]], -item[0]))
+            metas = sorted((m for n, m in live.items() if n in records), key=lambda m: (m.level, -m.number))
+            tails = [_Tail(records[m.number], m.level, m.smallest[:-8], m.largest[:-8]) for m in metas]
         else:
-            numbered.sort(key=lambda item: item[0], reverse=True)
-        tables = [r for _, r in numbered]
-        if not tables:
+            tails = [_Tail(records[n], 0) for n in sorted(records, reverse=True)]
+        if not tails:
             return
         self._prefetching = True
-        log.debug("prefetching the tails of up to %d tables", len(tables))
-        self.store.start_prefetch(_TailPrefetch(self, tables, budget))
+        log.debug("prefetching the tails of up to %d tables", len(tails))
+        self.prefetch = _TailPrefetch(self, tails, budget)
+        self.store.start_prefetch(self.prefetch)
 
     @property
     def native(self) -> Any:
@@ -224,75 +230,161 @@ class PagedTables:
         }
 
 
-class _TailPrefetch:
-    """One generation's tail prefetch: claims tails in order, fetches them on the shared request pool."""
+@dataclass
+class _Tail:
+    """A table whose tail a prefetch may fetch: its catalog record, its level and its range of
+    user keys (None when not known: no get's key then picks it)."""
 
-    def __init__(self, tables: PagedTables, records: list[Any], budget: int) -> None:
+    record: Any
+    level: int
+    smallest: bytes | None = None
+    largest: bytes | None = None
+    wanted: bool = False  # a get reads it now: fetched even past the budget
+
+    def holds(self, key: bytes) -> bool:
+        return self.smallest is not None and self.largest is not None and self.smallest <= key <= self.largest
+
+
+class _TailPrefetch:
+    """One generation's tail prefetch: tasks on the shared request pool, one tail each.
+
+    Level 0 goes first: a get reads every level-0 table its key falls in, whatever the key.
+    Below it a get reads one table per level, so the other tails wait until level 0's are in
+    and the first get since the open has been served: the ones that get does not need would
+    only compete with it for the store and for this process's CPU (with all 12 tails of a
+    300k-key database sent at once, its data block waited behind 4 of them). A get tells
+    the prefetch its key first (reading()), and its own tails go out at once, ahead of the
+    rest. A task claims its tail only when it runs: no claim waits in the pool's queue.
+    """
+
+    def __init__(self, tables: PagedTables, tails: list[_Tail], budget: int) -> None:
         self.tables = tables
-        self.pending = list(records)
+        self.first = [t for t in tails if t.level == 0]
+        self.later = [t for t in tails if t.level != 0]
         self.budget = budget
         self._lock = threading.Lock()
         self._stopped = False
         self._done = threading.Event()
         self._done.set()  # until started
-        self._running = 0
+        self._tasks = 0  # submitted and not finished
+        self._first_tasks = 0  # of them, level 0's
+        self._gets = 0  # gets in progress that reading() was told of
+        self._served = False  # a get has been served: the deeper levels no longer wait for one
 
     def start(self) -> None:
         with self._lock:
             if self._stopped:
                 return
-            self._running = TAIL_PREFETCH_REQUESTS
             self._done.clear()
-        submit(self._launch)
+            self._tasks += 1
+        # The first tasks are submitted from a pool thread, not the opening one: the pool starts
+        # its threads as they are needed, and each start waits for the GIL behind the tasks
+        # already parsing responses (with 16 of them, 200 ms of the open).
+        self._submit([None])
 
-    def _launch(self) -> None:
-        # The workers are submitted from a pool thread, not the opening one: the pool starts its
-        # threads as they are needed, and each start waits for the GIL behind the workers already
-        # parsing responses (with 16 workers, 200 ms of the open). Started one after another,
-        # they also reach the store one after another, the first tails (level 0) first.
-        for _ in range(TAIL_PREFETCH_REQUESTS - 1):
-            submit(self._run)
-        self._run()
-
-    def _next(self) -> tuple[str, Any] | None:
-        """The next tail to fetch, claimed in the page cache; None when done."""
-        native = self.tables.native
-        with self._lock:  # claims one at a time, so the budget holds; the fetches run in parallel
-            while not self._stopped and self.budget > 0 and self.pending:
-                obj = (record := self.pending.pop(0)).objects[0]
-                try:
-                    claim = native.claim_tail(record.fingerprint, obj.key, obj.size)
-                except Error:
-                    return None  # the page cache is closing
-                if claim is not None:  # None: present already, or LevelDB is reading it
-                    self.budget -= claim.length
-                    return obj.key, claim
-        return None
-
-    def _run(self) -> None:
+    def reading(self, key: bytes | None) -> bool:
+        """A get of ``key`` is about to run (None: its tables cannot be told from its key, under a
+        custom comparator): fetch its own tails now. False once the prefetch is over: then the
+        caller stops telling, and calls no read_done(). Never raises."""
         try:
-            while (work := self._next()) is not None:
-                self._fetch(*work)
-        finally:
             with self._lock:
-                self._running -= 1
-                if self._running == 0:
-                    self._done.set()
+                if self._done.is_set():
+                    return False
+                self._gets += 1
+                own = [] if key is None else [t for t in self.first + self.later if t.holds(key)]
+                for tail in own:
+                    (self.first if tail.level == 0 else self.later).remove(tail)
+                    tail.wanted = True
+                    self._count_locked(tail)
+            self._submit(own)
+            return True
+        except Exception as exc:  # noqa: BLE001 - a get must not fail for its prefetch
+            log.debug("telling the tail prefetch of a get failed: %s", exc)
+            return False
 
-    def _fetch(self, key: str, claim: Any) -> None:
-        data = None
+    def read_done(self) -> None:
+        """The get reading() was told of has returned. Never raises."""
         try:
-            if not self._stopped:
-                got = self.tables.control.store.get(key, claim.offset, claim.offset + claim.length)
-                data = got if len(got) == claim.length else None
-        except Exception as exc:  # noqa: BLE001 - LevelDB's own read fetches it again and reports
-            log.debug("prefetching the tail of %s failed: %s", key, exc)
-        try:
-            claim.complete(data)
-        except Error as exc:
-            log.debug("keeping the prefetched tail of %s failed: %s", key, exc)
+            with self._lock:
+                self._gets -= 1
+                self._served = True
+                starting = self._next_locked()
+            self._submit(starting)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("resuming the tail prefetch failed: %s", exc)
 
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
+            if self._tasks == 0:
+                self._done.set()
         self._done.wait()
+
+    # -- tasks ---------------------------------------------------------------------
+
+    def _count_locked(self, tail: _Tail) -> None:
+        self._tasks += 1
+        self._first_tasks += tail.level == 0
+
+    def _next_locked(self) -> list[_Tail]:
+        """The tails to start now (counted as tasks); sets _done when none ever will be."""
+        starting: list[_Tail] = []
+        while not self._stopped and self.budget > 0 and self._tasks < TAIL_PREFETCH_REQUESTS:
+            if self.first:
+                tail = self.first.pop(0)
+            elif self.later and self._first_tasks == 0 and (self._served or self._gets == 0):
+                tail = self.later.pop(0)
+            else:
+                break
+            self._count_locked(tail)
+            starting.append(tail)
+        if self._tasks == 0 and (self._stopped or self.budget <= 0 or not (self.first or self.later)):
+            self._done.set()
+        return starting
+
+    def _submit(self, tails: Sequence[_Tail | None]) -> None:
+        for tail in tails:
+            try:
+                submit(self._run, tail)
+            except RuntimeError:  # the interpreter is exiting: no pool any more
+                self._run(tail)
+
+    def _run(self, tail: _Tail | None) -> None:
+        """Fetch ``tail`` (None: nothing, a task that starts the first ones), then start what
+        may go next, running one of them here."""
+        while True:
+            if tail is not None:
+                self._fetch(tail)
+            with self._lock:
+                self._tasks -= 1
+                self._first_tasks -= tail is not None and tail.level == 0
+                starting = self._next_locked()
+            if not starting:
+                return
+            self._submit(starting[1:])
+            tail = starting[0]
+
+    def _fetch(self, tail: _Tail) -> None:
+        record = tail.record
+        obj = record.objects[0]
+        with self._lock:  # one claim at a time, so the budget holds; the fetches run in parallel
+            if self._stopped or self.budget <= 0 and not tail.wanted:
+                return
+            try:
+                claim = self.tables.native.claim_tail(record.fingerprint, obj.key, obj.size)
+            except Error:
+                return  # the page cache is closing
+            if claim is None:  # present already, or LevelDB is reading it
+                return
+            self.budget -= claim.length
+        data = None
+        try:
+            if not self._stopped:
+                got = self.tables.control.store.get(obj.key, claim.offset, claim.offset + claim.length)
+                data = got if len(got) == claim.length else None
+        except Exception as exc:  # noqa: BLE001 - LevelDB's own read fetches it again and reports
+            log.debug("prefetching the tail of %s failed: %s", obj.key, exc)
+        try:
+            claim.complete(data)
+        except Error as exc:
+            log.debug("keeping the prefetched tail of %s failed: %s", obj.key, exc)
