@@ -362,20 +362,25 @@ cdef inline Status _lookup(_Handle h, const ldb.Snapshot* snapshot, Slice key, s
     ro.verify_checksums = verify_checksums
     ro.fill_cache = fill_cache
     ro.snapshot = snapshot
-    if warming is not None and not _tell_warming(h, warming, key):
-        warming = None
+    if warming is not None:
+        try:
+            if not _tell_warming(h, warming, key):
+                warming = None
+        except BaseException:  # a MemoryError, a KeyboardInterrupt: the call ends here
+            h.live.Leave()
+            raise
     with nogil:
         st = h.live.db().Get(ro, key, value)
         h.live.Leave()
     if warming is not None:
-        warming.read_done()  # never raises
+        warming.read_done()  # raises no Exception
     return st
 
 
 cdef bint _tell_warming(_Handle h, object warming, Slice key):
     """Tell the tail prefetch of a cold open that a get of ``key`` starts, so that its own tables'
-    tails go first; False once the prefetch is over (the handle then forgets it). Under a custom
-    comparator the prefetch cannot order keys: it is told only that a get runs."""
+    tails go first; False once the prefetch no longer wants to know (the handle then forgets it).
+    Under a custom comparator the prefetch cannot order keys: it is told only that a get runs."""
     if warming.reading(PyBytes_FromStringAndSize(key.data(), key.size()) if h.comparator.get() == NULL else None):
         return True
     h.warming = None

@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptionError, Error, IOError, ObjectNotFound
 from ..parallel import submit
@@ -245,16 +245,28 @@ class _Tail:
         return self.smallest is not None and self.largest is not None and self.smallest <= key <= self.largest
 
 
+class _Task:
+    """One tail for the pool to fetch (None: a task that only starts the first ones). Taken once:
+    by the thread that runs it, or dropped when it could not be submitted, so it is counted out once."""
+
+    __slots__ = ("tail", "taken")
+
+    def __init__(self, tail: _Tail | None) -> None:
+        self.tail = tail
+        self.taken = False
+
+
 class _TailPrefetch:
     """One generation's tail prefetch: tasks on the shared request pool, one tail each.
 
     Level 0 goes first: a get reads every level-0 table its key falls in, whatever the key.
     Below it a get reads one table per level, so the other tails wait until level 0's are in
-    and the first get since the open has been served: the ones that get does not need would
-    only compete with it for the store and for this process's CPU (with all 12 tails of a
-    300k-key database sent at once, its data block waited behind 4 of them). A get tells
-    the prefetch its key first (reading()), and its own tails go out at once, ahead of the
-    rest. A task claims its tail only when it runs: no claim waits in the pool's queue.
+    and, if a get has begun by then, until it has returned: the tails that get does not need
+    would only compete with it for the store and for this process's CPU (with all 12 tails of
+    a 300k-key database sent at once, its data block waited behind 4 of them). The gets that
+    begin before the first one returns tell the prefetch their key (reading()), and their own
+    tails go out at once, ahead of the rest; later gets cost the prefetch nothing. A task
+    claims its tail only when it runs: no claim waits in the pool's queue.
     """
 
     def __init__(self, tables: PagedTables, tails: list[_Tail], budget: int) -> None:
@@ -262,54 +274,56 @@ class _TailPrefetch:
         self.first = [t for t in tails if t.level == 0]
         self.later = [t for t in tails if t.level != 0]
         self.budget = budget
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the lists and the counts; taken by the first gets
+        self._claiming = threading.Lock()  # claims and the budget (a claim may wait for the disk)
         self._stopped = False
         self._done = threading.Event()
         self._done.set()  # until started
-        self._tasks = 0  # submitted and not finished
+        self._tasks = 0  # counted in, not yet counted out (waiting in the pool, or running)
         self._first_tasks = 0  # of them, level 0's
         self._gets = 0  # gets in progress that reading() was told of
-        self._served = False  # a get has been served: the deeper levels no longer wait for one
+        self._served = False  # the first get has returned: the deeper levels no longer wait for one
 
     def start(self) -> None:
         with self._lock:
             if self._stopped:
                 return
             self._done.clear()
-            self._tasks += 1
+            tasks = [self._task_locked(None)]
         # The first tasks are submitted from a pool thread, not the opening one: the pool starts
         # its threads as they are needed, and each start waits for the GIL behind the tasks
         # already parsing responses (with 16 of them, 200 ms of the open).
-        self._submit([None])
+        self._submit(tasks)
 
     def reading(self, key: bytes | None) -> bool:
         """A get of ``key`` is about to run (None: its tables cannot be told from its key, under a
-        custom comparator): fetch its own tails now. False once the prefetch is over: then the
-        caller stops telling, and calls no read_done(). Never raises."""
+        custom comparator): fetch its own tails now. False once the prefetch is over or its first
+        get has returned: then the caller stops telling, and calls no read_done(). Raises no
+        Exception."""
         try:
             with self._lock:
-                if self._done.is_set():
+                if self._served or self._done.is_set():
                     return False
-                self._gets += 1
                 own = [] if key is None else [t for t in self.first + self.later if t.holds(key)]
                 for tail in own:
                     (self.first if tail.level == 0 else self.later).remove(tail)
                     tail.wanted = True
-                    self._count_locked(tail)
-            self._submit(own)
+                tasks = [self._task_locked(tail) for tail in own]
+                self._gets += 1
+            self._submit(tasks)
             return True
         except Exception as exc:  # noqa: BLE001 - a get must not fail for its prefetch
             log.debug("telling the tail prefetch of a get failed: %s", exc)
             return False
 
     def read_done(self) -> None:
-        """The get reading() was told of has returned. Never raises."""
+        """The get reading() was told of has returned. Raises no Exception."""
         try:
             with self._lock:
                 self._gets -= 1
                 self._served = True
-                starting = self._next_locked()
-            self._submit(starting)
+                tasks = self._next_locked()
+            self._submit(tasks)
         except Exception as exc:  # noqa: BLE001
             log.debug("resuming the tail prefetch failed: %s", exc)
 
@@ -322,13 +336,18 @@ class _TailPrefetch:
 
     # -- tasks ---------------------------------------------------------------------
 
-    def _count_locked(self, tail: _Tail) -> None:
+    def _task_locked(self, tail: _Tail | None) -> _Task:
         self._tasks += 1
-        self._first_tasks += tail.level == 0
+        self._first_tasks += tail is not None and tail.level == 0
+        return _Task(tail)
 
-    def _next_locked(self) -> list[_Tail]:
-        """The tails to start now (counted as tasks); sets _done when none ever will be."""
-        starting: list[_Tail] = []
+    def _uncount_locked(self, task: _Task) -> None:
+        self._tasks -= 1
+        self._first_tasks -= task.tail is not None and task.tail.level == 0
+
+    def _next_locked(self) -> list[_Task]:
+        """The tasks to start now (counted); sets _done when none ever will be."""
+        starting: list[_Task] = []
         while not self._stopped and self.budget > 0 and self._tasks < TAIL_PREFETCH_REQUESTS:
             if self.first:
                 tail = self.first.pop(0)
@@ -336,38 +355,53 @@ class _TailPrefetch:
                 tail = self.later.pop(0)
             else:
                 break
-            self._count_locked(tail)
-            starting.append(tail)
+            starting.append(self._task_locked(tail))
         if self._tasks == 0 and (self._stopped or self.budget <= 0 or not (self.first or self.later)):
             self._done.set()
         return starting
 
-    def _submit(self, tails: Sequence[_Tail | None]) -> None:
-        for tail in tails:
+    def _submit(self, tasks: list[_Task]) -> None:
+        for task in tasks:
             try:
-                submit(self._run, tail)
-            except RuntimeError:  # the interpreter is exiting: no pool any more
-                self._run(tail)
+                submit(self._run, task)
+            except Exception as exc:  # noqa: BLE001 - RuntimeError: the interpreter is exiting, or no thread starts
+                # The prefetch ends here (LevelDB reads the other tails itself). The task may still
+                # run, if the pool queued it before failing: it then finds itself taken.
+                log.debug("the tail prefetch stops: %s", exc)
+                with self._lock:
+                    self._stopped = True
+                    if not task.taken:
+                        task.taken = True
+                        self._uncount_locked(task)
+                    if self._tasks == 0:
+                        self._done.set()
 
-    def _run(self, tail: _Tail | None) -> None:
-        """Fetch ``tail`` (None: nothing, a task that starts the first ones), then start what
-        may go next, running one of them here."""
+    def _run(self, task: _Task) -> None:
+        """Fetch the task's tail, then start what may go next, running one of them here."""
+        with self._lock:
+            if task.taken:
+                return
+            task.taken = True
         while True:
-            if tail is not None:
-                self._fetch(tail)
+            try:
+                if task.tail is not None:
+                    self._fetch(task.tail)
+            except Exception as exc:  # noqa: BLE001 - counted out all the same, or close would wait forever
+                log.debug("prefetching a tail failed: %s", exc)
             with self._lock:
-                self._tasks -= 1
-                self._first_tasks -= tail is not None and tail.level == 0
+                self._uncount_locked(task)
                 starting = self._next_locked()
+                if starting:
+                    starting[0].taken = True  # run here, next
             if not starting:
                 return
             self._submit(starting[1:])
-            tail = starting[0]
+            task = starting[0]
 
     def _fetch(self, tail: _Tail) -> None:
         record = tail.record
         obj = record.objects[0]
-        with self._lock:  # one claim at a time, so the budget holds; the fetches run in parallel
+        with self._claiming:  # one claim at a time, so the budget holds; the fetches run in parallel
             if self._stopped or self.budget <= 0 and not tail.wanted:
                 return
             try:
